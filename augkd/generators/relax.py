@@ -1,0 +1,76 @@
+"""Relax one structure with an ASE optimizer and record every frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+from augkd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RelaxConfig:
+    optimizer: str = "BFGS"  # an ase.optimize class name
+    fmax: float = 0.03  # eV/Å, largest force on a free atom at convergence
+    steps: int = 200  # optimizer steps at most
+
+    def __post_init__(self) -> None:
+        optimizer_class(self.optimizer)
+        if not self.fmax > 0:
+            raise ConfigError(f"fmax={self.fmax} must be > 0")
+        if self.steps < 0:
+            raise ConfigError(f"steps={self.steps} must be >= 0")
+
+
+@dataclass
+class Frame:
+    positions: np.ndarray  # (N, 3) Å
+    energy: float  # eV
+    forces: np.ndarray  # (N, 3) eV/Å, unconstrained
+    step: int  # optimizer step that produced it (0 = the starting structure)
+
+
+@dataclass
+class Trajectory:
+    frames: list[Frame] = field(default_factory=list)
+    converged: bool = False
+    failure: str | None = None  # "calculator_error" or "nonfinite_labels"; None when the run ended normally
+    error: str | None = None  # the exception text, for logs
+
+
+def optimizer_class(name: str) -> type:
+    import ase.optimize
+
+    cls = getattr(ase.optimize, name, None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"optimizer '{name}' is not an ase.optimize class (e.g. BFGS, LBFGS, FIRE)")
+    return cls
+
+
+def relax(atoms: Atoms, calculator: Calculator, config: RelaxConfig) -> Trajectory:
+    """Relax a copy of ``atoms`` (FixAtoms respected) and return every frame the optimizer visited.
+
+    A calculator that raises, or returns non-finite labels, ends the run with ``failure`` set; the frames up to
+    that point are returned with it.
+    """
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    optimizer = optimizer_class(config.optimizer)(atoms, logfile=None)
+    trajectory = Trajectory()
+    try:
+        # irun yields once per visited geometry, with the forces for that geometry already computed.
+        for step, converged in enumerate(optimizer.irun(fmax=config.fmax, steps=config.steps)):
+            energy = float(atoms.get_potential_energy())
+            forces = np.array(atoms.get_forces(apply_constraint=False), dtype=np.float64)
+            if not (np.isfinite(energy) and np.isfinite(forces).all()):
+                trajectory.failure = "nonfinite_labels"
+                break
+            trajectory.frames.append(Frame(atoms.get_positions(), energy, forces, step))
+            trajectory.converged = bool(converged)
+    except Exception as exc:  # any calculator failure is data about this system, never fatal to the run
+        trajectory.failure = "calculator_error"
+        trajectory.error = f"{type(exc).__name__}: {exc}"
+    return trajectory
