@@ -10,6 +10,8 @@ import io
 import pickle
 from typing import IO, Any
 
+from augkd.errors import AugkdError
+
 _ALLOWED: frozenset[tuple[str, str]] = frozenset(
     {
         # containers and plain values
@@ -61,7 +63,7 @@ _ALLOWED: frozenset[tuple[str, str]] = frozenset(
 _TORCH_STORAGE_SUFFIX = "Storage"  # torch.FloatStorage, torch.LongStorage, ... (legacy typed storages)
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(AugkdError, pickle.UnpicklingError):
     """The pickle names a class or function outside augkd's allowlist."""
 
 

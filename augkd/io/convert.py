@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+import lmdb
+
 from augkd.errors import AugkdError
 from augkd.io.aselmdb import read_aselmdb
 from augkd.io.dataset import DatasetWriter, load_manifest, shard_paths
@@ -27,6 +29,10 @@ def convert(source: str | Path, out: str | Path, to: str, origin: str | None = N
         if to == "ocp-lmdb":
             return _to_ocp_lmdb(source, out, origin)
         return _to_aselmdb(source, out, origin or "dft")
+    except (ValueError, OSError, lmdb.Error) as exc:  # unreadable input: one line, nothing left behind
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise AugkdError(str(exc).splitlines()[0]) from exc
     except BaseException:
         if created:  # leave nothing half-written behind
             shutil.rmtree(out, ignore_errors=True)

@@ -22,12 +22,13 @@ from ase.build import bulk
 from ase.data import chemical_symbols, reference_states
 from ase.spacegroup import crystal
 
+from augkd.errors import ConfigError
 from augkd.safe_pickle import UnsafePickleError, restricted_load
 
 log = logging.getLogger(__name__)
 
 
-class BulkFileError(ValueError):
+class BulkFileError(ConfigError):
     """A bulk file or directory that cannot be turned into periodic bulk structures."""
 
 
@@ -267,7 +268,7 @@ def filter_bulks(bulks: Iterable[BulkEntry], allowed_elements: Collection[str] |
     allowed = frozenset(allowed_elements)
     unknown = sorted(allowed - set(chemical_symbols[1:]))
     if unknown:  # a typo such as "CU" would otherwise silently filter everything away
-        raise ValueError(f"unknown element symbols in allowed_elements: {unknown}")
+        raise ConfigError(f"unknown element symbols in allowed_elements: {unknown}")
     return [b for b in bulks if b.elements <= allowed]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from ase.data import chemical_symbols
 
 from augkd.errors import ConfigError
@@ -21,7 +23,9 @@ def load_sevennet_teacher(model: str = DEFAULT_MODEL, device: str = "cpu") -> Ca
     except ImportError:
         raise ConfigError("teacher 'sevennet' needs the optional extra: pip install 'augkd[sevennet]'") from None
     checkpoint = pretrained_name_to_path(model)
-    calculator = SevenNetCalculator(checkpoint, device=device)
+    with warnings.catch_warnings():  # it advises GPU tensor-product kernels that do not exist on CPU
+        warnings.simplefilter("ignore", UserWarning)
+        calculator = SevenNetCalculator(checkpoint, device=device)
     species = getattr(calculator, "type_map", None) or {}
     elements = frozenset(chemical_symbols[int(z)] for z in species) or None
     identity = TeacherIdentity(

@@ -224,3 +224,33 @@ def test_info_and_verify(reference, tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", str(broken)]) == 1
     assert "shard-00001.aselmdb" in capsys.readouterr().err
+
+
+def test_process_pool_gives_the_same_rows(reference, tmp_path):
+    assert main(small_generate_args(tmp_path / "pool", "--workers", "2", shards=3)) == 0
+    assert_same_rows(rows_of(reference), rows_of(tmp_path / "pool"))
+
+
+@pytest.mark.slow
+def test_default_teacher_end_to_end(tmp_path):
+    """The embedded default teacher (CHGNet 0.3.0 from its wheel), offline, read back by fairchem."""
+    from fairchem.core.datasets import AseDBDataset
+
+    from augkd.teachers.interface import sha256_file
+
+    out = tmp_path / "chgnet"
+    args = ["generate", "d1M", "--out", str(out), "--systems", "2", "--max-atoms", "50", "--steps", "15",
+            "--frames-fraction", "0.3", "--keep-final", "--quiet", "systems_sampler.max_miller=1",
+            "filters.surface_reference=initial_slab"]
+    assert main(args) == 0
+    manifest = load_manifest(out)
+    teacher = manifest["teacher"]
+    assert teacher["name"] == "chgnet-0.3.0" and teacher["kind"] == "chgnet"
+    assert teacher["weights_sha256"] == sha256_file(teacher["checkpoint"])
+    frames = list(read_frames(out))
+    assert frames and all(f.data["teacher"] == "chgnet-0.3.0" for f in frames)
+    dataset = AseDBDataset({"src": str(out / "shards"), "a2g_args": {"r_energy": True, "r_forces": True}})
+    assert len(dataset) == len(frames)
+    for i, frame in enumerate(frames):
+        assert float(dataset[i].energy) == pytest.approx(frame.energy, rel=1e-6)
+        assert -10 < frame.energy / len(frame.atoms) < 0  # CHGNet energies of metal slabs: a few eV/atom below zero
