@@ -27,3 +27,20 @@ def small_generate_args(out, *extra, systems=6, shards=2, teacher="emt"):
         "filters.drop_anomalies=[desorbed,intercalated]",
         *extra,
     ]
+
+
+def cu_adslab(rng):
+    """A small OC20-style Cu(111) slab with an O adsorbate: tags 0/1/2, FixAtoms on tag 0, pbc (T, T, F), rattled."""
+    import numpy as np
+    from ase.build import add_adsorbate, fcc111
+    from ase.constraints import FixAtoms
+
+    atoms = fcc111("Cu", size=(2, 2, 3), vacuum=10.0)
+    atoms.set_tags(np.where(atoms.positions[:, 2] > atoms.positions[:, 2].min() + 0.1, 1, 0))
+    add_adsorbate(atoms, "O", height=1.2, position="fcc")  # add_adsorbate tags the adsorbate 0; OC20 uses 2
+    tags = atoms.get_tags()
+    tags[-1] = 2
+    atoms.set_tags(tags)
+    atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+    atoms.set_constraint(FixAtoms(indices=np.flatnonzero(tags == 0)))
+    return atoms

@@ -14,7 +14,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable
 
-from augkd import __version__
 from augkd.errors import ConfigError
 from augkd.generators.d1m import GenerateConfig, generate_shard, prepare
 from augkd.io.dataset import DatasetWriter

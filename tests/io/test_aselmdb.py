@@ -11,9 +11,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 import pytest
-from ase.build import add_adsorbate, fcc111
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.constraints import FixAtoms
 from ase.io.jsonio import decode as ase_decode
 from ase.io.jsonio import encode as ase_encode
 
@@ -25,19 +23,15 @@ from augkd.io.aselmdb import (
     remove_lmdb,
     write_aselmdb,
 )
+from conftest import cu_adslab
+
 from augkd.records import LabelledFrame, fixed_mask
 
 
 def _slab_frame(seed: int, *, extras: bool = True) -> LabelledFrame:
     rng = np.random.default_rng(seed)
-    atoms = fcc111("Cu", size=(2, 2, 3), vacuum=10.0)  # pbc (True, True, False)
-    atoms.set_tags(np.where(atoms.positions[:, 2] > atoms.positions[:, 2].min() + 0.1, 1, 0))
-    add_adsorbate(atoms, "O", height=1.2, position="fcc")
-    tags = atoms.get_tags()
-    tags[-1] = 2
-    atoms.set_tags(tags)
-    atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
-    atoms.set_constraint(FixAtoms(indices=np.flatnonzero(tags == 0)))
+    atoms = cu_adslab(rng)
+    atoms.get_tags()
     n = len(atoms)
     data = {
         "sid": f"sys-{seed:04d}",

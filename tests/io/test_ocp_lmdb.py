@@ -11,11 +11,11 @@ import lmdb
 import numpy as np
 import pytest
 import torch
-from ase.build import add_adsorbate, fcc111
-from ase.constraints import FixAtoms
 from torch_geometric.data import Data
 
 from augkd.io.ocp_lmdb import count_ocp_lmdb, read_ocp_lmdb, write_ocp_lmdb
+from conftest import cu_adslab
+
 from augkd.records import LabelledFrame
 from augkd.safe_pickle import UnsafePickleError
 
@@ -25,14 +25,7 @@ F32_ATOL = 1e-5
 
 def _slab_frame(seed: int, *, origin: str = "synthetic") -> LabelledFrame:
     rng = np.random.default_rng(seed)
-    atoms = fcc111("Cu", size=(2, 2, 3), vacuum=10.0)  # pbc (True, True, False): exercises the pbc round trip
-    atoms.set_tags(np.where(atoms.positions[:, 2] > atoms.positions[:, 2].min() + 0.1, 1, 0))
-    add_adsorbate(atoms, "O", height=1.2, position="fcc")  # add_adsorbate tags the adsorbate 0; OC20 uses 2
-    tags = atoms.get_tags()
-    tags[-1] = 2
-    atoms.set_tags(tags)
-    atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
-    atoms.set_constraint(FixAtoms(indices=np.flatnonzero(tags == 0)))
+    atoms = cu_adslab(rng)
     n = len(atoms)
     return LabelledFrame(
         atoms=atoms,
