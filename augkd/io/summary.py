@@ -58,8 +58,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"  rows {info['rows']} from {info['systems_with_rows']} of {info['systems_planned']} systems, "
         f"{info['shards']} shards"
     )
-    lines.append("  origins   " + ", ".join(f"{k} {v}" for k, v in info["origins"].items()))
-    lines.append("  elements  " + ", ".join(f"{k} {v}" for k, v in info["elements"].items()))
+    lines.append("  origins     " + ", ".join(f"{k} {v}" for k, v in info["origins"].items()))
+    lines.append("  elements    " + ", ".join(f"{k} {v}" for k, v in info["elements"].items()))
     for key, label in (
         ("atoms_per_row", "atoms/row"),
         ("energy_per_atom_eV", "E/atom eV"),
@@ -67,8 +67,8 @@ def format_info(info: dict[str, Any]) -> str:
     ):
         s = info[key]
         if s:
-            lines.append(f"  {label:<10}mean {s['mean']:.4g}  std {s['std']:.4g}  min {s['min']:.4g}  max {s['max']:.4g}")
+            lines.append(f"  {label:<12}mean {s['mean']:.4g}  std {s['std']:.4g}  min {s['min']:.4g}  max {s['max']:.4g}")
     for key in ("dropped_systems", "dropped_frames"):
         counts = info[key]
-        lines.append(f"  {key.replace('_', ' '):<16}" + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+        lines.append(f"  {key.replace('_', ' '):<18}" + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
     return "\n".join(lines)
