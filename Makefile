@@ -20,11 +20,16 @@ run: install
 	$(VENV)/bin/augkd generate d1M --systems 4 --max-atoms 60 --steps 50 --shards 2 --workers 2 --out $(OUT)
 	$(VENV)/bin/augkd info $(OUT)
 
+# The distributed tests run against a real single-node SLURM: started here when we are root with apt-get
+# (as in CI); elsewhere those tests skip and say why.
 test: install
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash scripts/slurm-dev.sh start; \
+	else echo "make test: not root or no apt-get, SLURM tests will be skipped"; fi
 	$(VENV)/bin/pytest -q
 
 bench: install
 	$(PY) bench/io_throughput.py
+	$(PY) bench/dask_scaling.py
 
 clean:
 	rm -rf $(VENV) data

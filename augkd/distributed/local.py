@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from augkd.errors import ConfigError
 from augkd.generators.d1m import GenerateConfig, generate_shard, prepare
-from augkd.io.dataset import DatasetWriter
+from augkd.io.dataset import PLAN, DatasetError, DatasetWriter
 
 
 def dataset_plan(config: GenerateConfig) -> dict[str, Any]:
@@ -34,7 +34,13 @@ def dataset_plan(config: GenerateConfig) -> dict[str, Any]:
 
 
 def _write_one_shard(config: GenerateConfig, out: str, plan: dict, index: int, progress: Callable | None) -> dict:
-    result = generate_shard(config, index, progress)
+    from threadpoolctl import threadpool_limits
+
+    # Rows must not depend on where a shard ran. Multi-threaded BLAS sums in an order that depends on its thread
+    # count (last-bit differences in BFGS steps, measured), and Dask workers run single-threaded BLAS, so every
+    # executor relaxes with one BLAS thread; the matrices of a relaxation are small, it costs nothing.
+    with threadpool_limits(limits=1, user_api="blas"):
+        result = generate_shard(config, index, progress)
     return DatasetWriter(out, plan).write_shard(index, result.frames, result.stats).to_dict()
 
 
@@ -48,18 +54,46 @@ def _worker_task(config: GenerateConfig, out: str, plan: dict, index: int, queue
     return _write_one_shard(config, out, plan, index, lambda systems, frames: queue.put((systems, frames)))
 
 
-def run_generate(config: GenerateConfig, out: str | Path, workers: int = 1, progress: bool = True) -> dict[str, Any]:
+def open_dataset(config: GenerateConfig, out: str | Path, resume: bool = False) -> tuple[DatasetWriter, dict, list[int]]:
+    """Check ``out``, write its plan if new; returns the writer, the plan and the shard indices still to do.
+
+    Every executor starts here, so that all of them refuse the same bad requests before writing anything.
+    ``resume=True`` refuses a directory without a plan: the user meant to finish an existing dataset.
+    """
+    out = str(out)
+    DatasetWriter(out, plan=None).check()
+    if resume and not (Path(out) / PLAN).is_file():
+        raise DatasetError(f"--resume: {out} holds no dataset to resume (no {PLAN})")
+    plan = dataset_plan(config)
+    writer = DatasetWriter(out, plan)
+    writer.check()
+    writer.open()
+    return writer, plan, writer.missing_shards(config.shards)
+
+
+def generate_one_shard(config: GenerateConfig, out: str | Path, shard_index: int) -> dict[str, Any]:
+    """Single-shard mode (one SLURM array task): write shard ``shard_index`` only; the manifest is ``merge``'s job.
+
+    Returns the shard's record; a shard that is already complete is left as it is.
+    """
+    if not 0 <= shard_index < config.shards:
+        raise ConfigError(f"--shard-index {shard_index} is outside 0..{config.shards - 1} (--shards {config.shards})")
+    writer, plan, _ = open_dataset(config, out)
+    landed = writer.complete_shard(shard_index)
+    if landed is not None:
+        return landed.to_dict()
+    return _write_one_shard(config, str(out), plan, shard_index, None)
+
+
+def run_generate(
+    config: GenerateConfig, out: str | Path, workers: int = 1, progress: bool = True, resume: bool = False
+) -> dict[str, Any]:
     """Generate every missing shard of ``config`` into ``out`` and write the manifest; returns the manifest."""
     if workers < 1:
         raise ConfigError(f"--workers {workers} must be >= 1")
     out = str(out)
     # Everything that can reject the request does so before anything is written.
-    DatasetWriter(out, plan=None).check()
-    plan = dataset_plan(config)
-    writer = DatasetWriter(out, plan)
-    writer.check()
-    writer.open()
-    missing = writer.missing_shards(config.shards)
+    writer, plan, missing = open_dataset(config, out, resume)
     todo_systems = sum(len(config.shard_systems(i)) for i in missing)
     bar = _progress_bar(config.systems, config.systems - todo_systems, enabled=progress)
     frames_kept = 0

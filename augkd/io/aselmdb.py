@@ -304,3 +304,35 @@ def _frame(dct: dict, row_id: int, path: str | Path) -> LabelledFrame:
         forces=np.asarray(row.forces, dtype=np.float64),
         data=dict(row.data),
     )
+
+
+class AselmdbReader:
+    """Random access to the rows of one shard (for training); the LMDB is opened lazily in each process."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._env: lmdb.Environment | None = None
+        self._pid = -1
+        env = _open_readonly(self.path)
+        try:
+            with env.begin() as txn:
+                self._ids = _row_ids(txn)
+        finally:
+            env.close()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, index: int) -> LabelledFrame:
+        if self._env is None or self._pid != os.getpid():  # an LMDB handle must not cross a fork
+            self._env = _open_readonly(self.path)
+            self._pid = os.getpid()
+        row_id = self._ids[index]
+        with self._env.begin(buffers=True) as txn:
+            raw = txn.get(str(row_id).encode("ascii"))
+            if raw is None:
+                raise KeyError(f"Id {row_id} missing from {self.path}")
+            return _frame(_decode_row(zlib.decompress(raw)), row_id, self.path)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_env": None, "_pid": -1}

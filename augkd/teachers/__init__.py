@@ -1,7 +1,8 @@
 """Teachers: objects that label structures (energy, forces, ...). ``load_teacher(spec)`` resolves a spec string.
 
 Specs: ``chgnet`` / ``chgnet:<version>`` (default ``chgnet:0.3.0``), ``sevennet`` / ``sevennet:<model>``, ``emt``,
-``ase:<module>.<Class>`` (kwargs passed separately).
+``ase:<module>.<Class>`` (kwargs passed separately), ``fairchem:<checkpoint path>`` (kwarg ``task_name``, default
+``oc20``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,20 @@ def load_teacher(spec: str = DEFAULT_TEACHER, kwargs: dict | None = None, device
         from augkd.teachers.ase_calculator import load_ase_teacher
 
         return load_ase_teacher(argument, kwargs)
+    if backend == "fairchem":
+        from augkd.teachers.fairchem import load_fairchem_teacher
+
+        options = dict(kwargs or {})
+        unknown = sorted(set(options) - {"task_name"})
+        if unknown:
+            raise ConfigError(f"teacher '{spec}' takes only task_name as kwarg (got {unknown})")
+        return load_fairchem_teacher(argument, device=device, **options)
     if kwargs:
         raise ConfigError(f"teacher '{spec}' takes no kwargs (got {sorted(kwargs)})")
+    if backend == "ckpt" and argument:
+        from augkd.teachers.checkpoint import CheckpointTeacher
+
+        return CheckpointTeacher(argument, device=device)
     if backend == "emt" and not argument:
         from augkd.teachers.ase_calculator import emt_teacher
 
@@ -33,7 +46,7 @@ def load_teacher(spec: str = DEFAULT_TEACHER, kwargs: dict | None = None, device
 
         return load_sevennet_teacher(argument or DEFAULT_MODEL, device=device)
     raise ConfigError(
-        f"unknown teacher '{spec}' (choose chgnet[:version], sevennet[:model], emt or ase:<module.Class>)"
+        f"unknown teacher '{spec}' (choose chgnet[:version], sevennet[:model], fairchem:<path>, emt or ase:<module.Class>)"
     )
 
 

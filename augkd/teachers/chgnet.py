@@ -1,4 +1,10 @@
-"""CHGNet (weights ship inside the ``chgnet`` wheel; works offline)."""
+"""CHGNet (weights ship inside the ``chgnet`` wheel; works offline).
+
+Features: ``node`` (N, 64) = the output of ``readout_norm`` (the LayerNorm after the last atom-conv layer), which is
+exactly the input of CHGNet's per-atom readout MLP: the layer closest to the output (the paper's ablations favour
+it). ``atom_energy`` (N,) eV = CHGNet's site energies (readout MLP per atom + the composition model's per-element
+shift); they sum to the total energy in eV (``predict_graph`` reports eV/atom; the teacher converts).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,12 @@ from pathlib import Path
 from ase.data import chemical_symbols
 
 from augkd.errors import ConfigError
-from augkd.teachers.interface import CalculatorTeacher, TeacherIdentity, sha256_file
+from augkd.teachers.interface import (
+    ModelTeacher,
+    TeacherIdentity,
+    capture_outputs,
+    sha256_file,
+)
 
 DEFAULT_VERSION = "0.3.0"
 # CHGNet embeds atomic numbers 1..94 (its AtomEmbedding has 94 rows).
@@ -28,7 +39,49 @@ def chgnet_weights_path(version: str) -> Path:
     return weights[0]
 
 
-def load_chgnet_teacher(version: str = DEFAULT_VERSION, device: str = "cpu") -> CalculatorTeacher:
+class CHGNetTeacher(ModelTeacher):
+    """CHGNet with per-atom energies and ``node`` features (see the module docstring)."""
+
+    #: structures per CHGNet forward call in ``predict``
+    chunk = 16
+
+    def __init__(self, model, calculator, identity: TeacherIdentity, device: str = "cpu"):
+        self.model = model
+        self.device = device
+        width = model.model_args.get("atom_fea_dim", 64)
+        super().__init__(identity, calculator, CHGNET_ELEMENTS, {"node": (int(width),)})
+
+    def _node_module(self):
+        return self.model.readout_norm if self.model.readout_norm is not None else self.model.atom_conv_layers[-1]
+
+    def _forward_atoms(self, atoms_list):
+        import torch
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        from augkd.models.interface import ModelOutput
+
+        energies, forces, site_energies, nodes = [], [], [], []
+        for start in range(0, len(atoms_list), self.chunk):
+            chunk = atoms_list[start : start + self.chunk]
+            with contextlib.redirect_stdout(io.StringIO()):
+                graphs = [self.model.graph_converter(AseAtomsAdaptor.get_structure(a)).to(self.device) for a in chunk]
+            with capture_outputs({"node": (self._node_module(), lambda out: out)}) as captured:
+                prediction = self.model(graphs, task="ef", return_site_energies=True)
+            natoms = torch.tensor([len(a) for a in chunk], dtype=torch.float32)
+            energy = prediction["e"].detach().cpu().float()
+            energies.append(energy * natoms if self.model.is_intensive else energy)  # eV/atom -> eV
+            forces.extend(f.detach().cpu() for f in prediction["f"])
+            site_energies.extend(e.detach().cpu() for e in prediction["site_energies"])
+            nodes.append(captured["node"][0].cpu())
+        return ModelOutput(
+            energy=torch.cat(energies),
+            forces=torch.cat(forces).float(),
+            atom_energy=torch.cat(site_energies).float(),
+            features={"node": torch.cat(nodes).float()},
+        )
+
+
+def load_chgnet_teacher(version: str = DEFAULT_VERSION, device: str = "cpu") -> CHGNetTeacher:
     weights = chgnet_weights_path(version)
     from chgnet.model import CHGNet, CHGNetCalculator
 
@@ -37,7 +90,9 @@ def load_chgnet_teacher(version: str = DEFAULT_VERSION, device: str = "cpu") -> 
     with contextlib.redirect_stdout(io.StringIO()):
         model = CHGNet.from_file(str(weights), verbose=False)
         calculator = CHGNetCalculator(model, use_device=device)
+    model = calculator.model  # on its device
+    model.eval()
     identity = TeacherIdentity(
         name=f"chgnet-{version}", kind="chgnet", checkpoint=str(weights), weights_sha256=sha256_file(weights)
     )
-    return CalculatorTeacher(identity, calculator, elements=CHGNET_ELEMENTS)
+    return CHGNetTeacher(model, calculator, identity, device=str(calculator.device))

@@ -2,18 +2,33 @@
 
 Like an ASE Calculator, a caller asks for properties of an ``Atoms`` and never needs to know which backend is
 behind it. ``calculator()`` hands out an ASE calculator for code that drives ASE (optimizers, MD).
+
+Properties a caller may ask ``label`` for: ``"energy"`` and ``"forces"`` (every teacher), ``"atom_energy"``
+(per-atom contributions in eV that sum to the energy, when the teacher has them) and feature names from
+``feature_shapes()`` (``"node"``: (N, C) scalars, ``"vector"``: (N, 3, C) equivariant vectors with the 3 axis in
+x, y, z order; see ``augkd.models.interface.FEATURE_KINDS``). Asking for anything else raises ``ValueError`` naming
+the property and what the teacher offers. Energy and forces are always returned; the rest only when asked for.
+
+Torch teachers also offer ``predict(batch) -> ModelOutput`` on a fairchem ``AtomicData`` batch (``TorchTeacher``).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
+
+if TYPE_CHECKING:
+    from augkd.models.interface import ModelOutput
+
+#: Properties that are not hidden features.
+OUTPUT_PROPERTIES = ("energy", "forces", "atom_energy")
 
 
 @dataclass(frozen=True)
@@ -36,7 +51,7 @@ class Labels:
     energy: float  # eV, total
     forces: np.ndarray  # (N, 3) eV/Å, unconstrained
     atom_energy: np.ndarray | None = None  # (N,) eV, when the teacher provides it
-    features: dict[str, np.ndarray] = field(default_factory=dict)  # named hidden features
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # named hidden features, (N, *feature_shape)
 
 
 @runtime_checkable
@@ -48,6 +63,33 @@ class Teacher(Protocol):
     def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels: ...
 
     def calculator(self) -> Calculator: ...
+
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-atom trailing shape of each named feature, e.g. ``{"node": (64,)}``; empty when there are none."""
+        ...
+
+
+@runtime_checkable
+class TorchTeacher(Teacher, Protocol):
+    def predict(self, batch) -> ModelOutput:
+        """Energy (B,), forces (N, 3), atom_energy (N,) and every feature for a fairchem ``AtomicData`` batch.
+
+        Tensors are detached, on CPU, float32, atoms in batch order.
+        """
+        ...
+
+
+def check_properties(teacher_name: str, properties: Sequence[str], offered: Sequence[str]) -> set[str]:
+    """The requested properties as a set; ``ValueError`` naming what is not offered, and what is."""
+    if isinstance(properties, str):
+        properties = (properties,)
+    unsupported = [p for p in properties if p not in offered]
+    if unsupported:
+        raise ValueError(
+            f"teacher {teacher_name} cannot provide {', '.join(map(repr, unsupported))} "
+            f"(it offers: {', '.join(offered)})"
+        )
+    return set(properties)
 
 
 class CalculatorTeacher:
@@ -61,10 +103,11 @@ class CalculatorTeacher:
     def calculator(self) -> Calculator:
         return self._calculator
 
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
     def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels:
-        unsupported = set(properties) - {"energy", "forces"}
-        if unsupported:
-            raise ValueError(f"teacher {self.identity.name} cannot provide {sorted(unsupported)}")
+        check_properties(self.identity.name, properties, ("energy", "forces"))
         atoms = atoms.copy()
         atoms.calc = self._calculator
         energy = float(atoms.get_potential_energy())
@@ -85,3 +128,90 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ModelTeacher:
+    """Base of the teachers backed by a torch model (CHGNet, SevenNet, fairchem).
+
+    ``label`` with energy and forces only goes through the ASE calculator (the path relaxations use, untouched by
+    any hook); asking for ``atom_energy`` or a feature runs the model once with forward hooks that are removed
+    again afterwards. Subclasses implement ``_forward_atoms(atoms_list) -> ModelOutput``; ``predict(batch)``
+    defaults to that on ``batch.to_ase()``.
+    """
+
+    def __init__(
+        self,
+        identity: TeacherIdentity,
+        calculator: Calculator,
+        elements: frozenset[str] | None,
+        feature_shapes: dict[str, tuple[int, ...]],
+        has_atom_energy: bool = True,
+    ):
+        self.identity = identity
+        self.elements = elements
+        self._calculator = calculator
+        self._feature_shapes = dict(feature_shapes)
+        self._has_atom_energy = has_atom_energy
+
+    def calculator(self) -> Calculator:
+        return self._calculator
+
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._feature_shapes)
+
+    @property
+    def offered_properties(self) -> tuple[str, ...]:
+        outputs = OUTPUT_PROPERTIES if self._has_atom_energy else ("energy", "forces")
+        return (*outputs, *self._feature_shapes)
+
+    def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels:
+        wanted = check_properties(self.identity.name, properties, self.offered_properties)
+        if wanted <= {"energy", "forces"}:
+            atoms = atoms.copy()
+            atoms.calc = self._calculator
+            energy = float(atoms.get_potential_energy())
+            forces = np.array(atoms.get_forces(apply_constraint=False), dtype=np.float64)
+            return Labels(energy=energy, forces=forces)
+        output = self._forward_atoms([atoms])
+        return Labels(
+            energy=float(output.energy[0]),
+            forces=output.forces.numpy().astype(np.float64),
+            atom_energy=output.atom_energy.numpy().astype(np.float64) if "atom_energy" in wanted else None,
+            features={name: output.features[name].numpy() for name in self._feature_shapes if name in wanted},
+        )
+
+    def predict(self, batch) -> ModelOutput:
+        return self._forward_atoms(batch.to_ase())
+
+    def _forward_atoms(self, atoms_list: list[Atoms]) -> ModelOutput:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.identity.name})"
+
+
+class capture_outputs:
+    """Context manager: forward hooks that keep a detached copy of ``pick(output)`` of each named module.
+
+    ``with capture_outputs({"node": (module, pick)}) as captured: ...`` then ``captured["node"]`` is the list of
+    tensors, one per forward call of that module. The hooks are removed on exit.
+    """
+
+    def __init__(self, hooks: dict):
+        self._hooks = hooks
+        self._handles: list = []
+        self.captured: dict[str, list] = {name: [] for name in hooks}
+
+    def __enter__(self) -> dict[str, list]:
+        for name, (module, pick) in self._hooks.items():
+
+            def hook(_module, _inputs, output, name=name, pick=pick):
+                self.captured[name].append(pick(output).detach().clone())
+
+            self._handles.append(module.register_forward_hook(hook))
+        return self.captured
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()

@@ -1,4 +1,15 @@
-"""SevenNet (optional extra ``augkd[sevennet]``; SevenNet-0 weights ship inside the ``sevenn`` wheel)."""
+"""SevenNet (optional extra ``augkd[sevennet]``; SevenNet-0 weights ship inside the ``sevenn`` wheel).
+
+Features (read with forward hooks on the model's named modules, copied at hook time because every module returns
+the same data dict):
+- ``node`` (N, 128): ``node_feature`` after the last equivariant gate (``4_equivariant_gate``, 128x0e), the input
+  of the per-atom energy readout (``reduce_input_to_hidden``): the layer closest to the output.
+- ``vector`` (N, 3, 64): the 64x1e block of ``node_feature`` after ``3_equivariant_gate`` (128x0e+64x1e+32x2e;
+  the last gate has scalars only). e3nn lays an irrep block out as (mul, 2l+1) and, in e3nn >= 0.2, orders the
+  l=1 components as x, y, z; the block is transposed to (N, 3, 64).
+- ``atom_energy`` (N,) eV: ``atomic_energy`` written by ``rescale_atomic_energy`` (shifted and scaled), whose sum
+  is the total energy.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +18,87 @@ import warnings
 from ase.data import chemical_symbols
 
 from augkd.errors import ConfigError
-from augkd.teachers.interface import CalculatorTeacher, TeacherIdentity, sha256_file
+from augkd.teachers.interface import (
+    ModelTeacher,
+    TeacherIdentity,
+    capture_outputs,
+    sha256_file,
+)
 
 DEFAULT_MODEL = "7net-0"
 # Names that resolve to weights inside the wheel; others (omat, mf-ompa, omni, ...) would download.
 SHIPPED_MODELS = ("7net-0", "sevennet-0", "7net-l3i5", "sevennet-l3i5", "7net-mf-0", "sevennet-mf-0")
 
 
-def load_sevennet_teacher(model: str = DEFAULT_MODEL, device: str = "cpu") -> CalculatorTeacher:
+NODE_MODULE = "4_equivariant_gate"
+VECTOR_MODULE = "3_equivariant_gate"
+
+
+def _irrep_block(irreps, l: int) -> tuple[int, int] | None:
+    """(offset, multiplicity) of the first block of degree ``l`` in an e3nn ``Irreps``."""
+    offset = 0
+    for mul, irrep in irreps:
+        if irrep.l == l:
+            return offset, mul
+        offset += mul * irrep.dim
+    return None
+
+
+class SevenNetTeacher(ModelTeacher):
+    """SevenNet with per-atom energies, ``node`` and ``vector`` features (see the module docstring)."""
+
+    def __init__(self, calculator, identity: TeacherIdentity, elements):
+        self.model = calculator.model
+        modules = self.model._modules
+        shapes = {}
+        node_irreps = modules[NODE_MODULE].gate.irreps_out
+        shapes["node"] = (_irrep_block(node_irreps, 0)[1],)
+        self._vector_block = None
+        if VECTOR_MODULE in modules:
+            self._vector_block = _irrep_block(modules[VECTOR_MODULE].gate.irreps_out, 1)
+            if self._vector_block is not None:
+                shapes["vector"] = (3, self._vector_block[1])
+        self._node_width = shapes["node"][0]
+        super().__init__(identity, calculator, elements, shapes)
+
+    def _forward_atoms(self, atoms_list):
+        import sevenn._keys as KEY
+        import torch
+        from sevenn.atom_graph_data import AtomGraphData
+        from sevenn.train.dataload import unlabeled_atoms_to_graph
+
+        from augkd.models.interface import ModelOutput
+
+        calc = self._calculator
+        hooks = {"node": (self.model._modules[NODE_MODULE], lambda out: out[KEY.NODE_FEATURE])}
+        if self._vector_block is not None:
+            hooks["vector"] = (self.model._modules[VECTOR_MODULE], lambda out: out[KEY.NODE_FEATURE])
+        energies, forces, atom_energies = [], [], []
+        # one structure per call: SevenNet's batch mode gave no speed-up on CPU (shared spec)
+        with capture_outputs(hooks) as captured:
+            for atoms in atoms_list:
+                data = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, calc.cutoff, with_shift=False))
+                if calc.modal:
+                    data[KEY.DATA_MODALITY] = calc.modal
+                data.to(calc.device)
+                output = self.model(data)
+                energies.append(output[KEY.PRED_TOTAL_ENERGY].detach().reshape(1))
+                forces.append(output[KEY.PRED_FORCE].detach()[: len(atoms)])
+                atom_energies.append(output[KEY.ATOMIC_ENERGY].detach().reshape(-1))
+        features = {"node": torch.cat(captured["node"])[:, : self._node_width]}
+        if self._vector_block is not None:
+            offset, mul = self._vector_block
+            block = torch.cat(captured["vector"])[:, offset : offset + 3 * mul]
+            features["vector"] = block.reshape(-1, mul, 3).transpose(1, 2).contiguous()
+        return ModelOutput(
+            energy=torch.cat(energies).cpu().float(),
+            forces=torch.cat(forces).cpu().float(),
+            atom_energy=torch.cat(atom_energies).cpu().float(),
+            features={name: value.cpu().float() for name, value in features.items()},
+        )
+
+
+def load_sevennet_teacher(model: str = DEFAULT_MODEL, device: str = "cpu") -> SevenNetTeacher:
     if model.lower() not in SHIPPED_MODELS:
         raise ConfigError(f"teacher 'sevennet:{model}': not shipped in the sevenn wheel (offline choices: {SHIPPED_MODELS})")
     try:
@@ -32,4 +116,4 @@ def load_sevennet_teacher(model: str = DEFAULT_MODEL, device: str = "cpu") -> Ca
         name=f"sevennet-{model.lower()}", kind="sevennet", checkpoint=str(checkpoint),
         weights_sha256=sha256_file(checkpoint),
     )
-    return CalculatorTeacher(identity, calculator, elements=elements)
+    return SevenNetTeacher(calculator, identity, elements)

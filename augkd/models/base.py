@@ -1,0 +1,110 @@
+"""What every augkd model shares: graph building, energy normalisation, energy sum and forces.
+
+A model subclass only turns (atomic numbers, graph) into per-atom raw energies, optional direct raw forces and
+named features (``AtomwiseOutput``); ``AtomisticModel.forward`` does the rest and returns a ``ModelOutput``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from augkd.errors import ConfigError
+from augkd.models.interface import Graph, ModelOutput, build_graph
+
+
+@dataclass
+class AtomwiseOutput:
+    """A model body's raw, unnormalised outputs (in units of the energy scale)."""
+
+    atom_energy: torch.Tensor  # (N,)
+    forces: torch.Tensor | None  # (N, 3) direct forces, None for -∇E models
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum rows of ``values`` into ``size`` bins along dim 0 (messages onto their centre atom)."""
+    out = values.new_zeros((size, *values.shape[1:]))
+    return out.index_add_(0, index, values)
+
+
+def parse_feature_layer(value: str | None, kinds: str, num_blocks: int, default: str) -> tuple[str, int]:
+    """``"U6"`` → ("U", 6): the block kind (one letter of ``kinds``) and its 1-based index; None → ``default``."""
+    text = default if value is None else value
+    match = re.fullmatch(rf"([{kinds}])(\d+)", text)
+    if not match or not 1 <= int(match.group(2)) <= num_blocks:
+        choices = f"{kinds[0]}1..{kinds[0]}{num_blocks}" + "".join(f", {k}1..{k}{num_blocks}" for k in kinds[1:])
+        raise ConfigError(f"feature_layer '{value}' does not name a block of this model (choose {choices})")
+    return match.group(1), int(match.group(2))
+
+
+class AtomisticModel(nn.Module):
+    """Base class: ``forward(batch) -> ModelOutput`` with energy = Σ atom_energy, atom_energy in eV.
+
+    Per-atom energies are ``energy_scale * raw + energy_shift``; the trainer sets both with
+    ``fit_energy_normalizer`` so that the network itself learns O(1) targets. Direct forces are scaled by
+    ``force_scale`` (set with the energy normaliser), gradient forces come out in eV/Å by themselves.
+
+    Subclasses set ``direct_forces``, keep their settings dataclass in ``self.settings`` and implement ``body``
+    and ``feature_shapes``. ``name`` is the registry name (``build_model`` sets it).
+    """
+
+    name: str = ""
+    direct_forces: bool = False
+
+    def __init__(self, settings):
+        super().__init__()
+        self.settings = settings
+        self.register_buffer("energy_shift", torch.zeros(()))
+        self.register_buffer("energy_scale", torch.ones(()))
+        self.register_buffer("force_scale", torch.ones(()))
+
+    @property
+    def config(self) -> dict:
+        """Plain dict of the constructor settings; ``build_model(model.name, **model.config)`` rebuilds the model."""
+        return asdict(self.settings)
+
+    def fit_energy_normalizer(self, mean_per_atom: float, std: float, force_std: float | None = None) -> None:
+        """Per-atom energy shift/scale, and the scale of direct forces (default ``std``).
+
+        Direct forces get a scale of their own: per-atom energy spreads and force magnitudes can differ by an order
+        of magnitude, and a head that must output 10x its natural range learns slowly.
+        """
+        force_std = std if force_std is None else force_std
+        if not (std > 0 and force_std > 0):
+            raise ConfigError(f"normaliser scales must be positive (got energy {std}, forces {force_std})")
+        self.energy_shift.fill_(float(mean_per_atom))
+        self.energy_scale.fill_(float(std))
+        self.force_scale.fill_(float(force_std))
+
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def body(self, atomic_numbers: torch.Tensor, graph: Graph) -> AtomwiseOutput:
+        raise NotImplementedError
+
+    def forward(self, batch) -> ModelOutput:
+        gradient_forces = not self.direct_forces
+        pos = batch.pos
+        # A computed (non-leaf) position tensor, e.g. X + δ in an adversarial attack, means the caller differentiates
+        # through the forces: keep their graph then, as in training.
+        create_graph = self.training or not pos.is_leaf
+        with torch.enable_grad() if gradient_forces else contextlib.nullcontext():
+            if gradient_forces and not pos.requires_grad:
+                pos.requires_grad_(True)  # before the graph is built, so edge vectors depend on it (fairchem's way)
+            graph = build_graph(batch, self.settings.cutoff, self.settings.max_neighbors)
+            raw = self.body(batch.atomic_numbers.long(), graph)
+            atom_energy = self.energy_scale * raw.atom_energy + self.energy_shift
+            energy = scatter_sum(atom_energy, batch.batch, int(batch.natoms.shape[0]))
+            if gradient_forces:
+                (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=create_graph)
+                forces = -grad
+            else:
+                forces = self.force_scale * raw.forces
+        return ModelOutput(
+            energy=energy, forces=forces, atom_energy=atom_energy, features=raw.features, graph=graph
+        )

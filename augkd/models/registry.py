@@ -1,0 +1,45 @@
+"""``build_model(name, **overrides)``: the one way to construct an augkd model from a name and settings.
+
+Presets are the paper's OC20 configurations (shared spec, algorithms.md "Configurations") plus tiny variants for
+tests; ``configs/model/<name>.yaml`` mirrors them for hydra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from augkd.errors import ConfigError
+from augkd.models.base import AtomisticModel
+from augkd.models.painn import PaiNN, PaiNNSettings
+from augkd.models.schnet import SchNet, SchNetSettings
+
+TINY = {"cutoff": 6.0, "max_neighbors": 50, "avg_num_neighbors": 20.0}
+
+#: name → (model class, settings class, preset overrides of the settings' defaults)
+_PRESETS: dict[str, tuple[type[AtomisticModel], type, dict]] = {
+    "schnet": (SchNet, SchNetSettings, {}),
+    "painn": (PaiNN, PaiNNSettings, {}),
+    "painn-small": (PaiNN, PaiNNSettings, {"hidden_channels": 256, "num_layers": 4}),
+    "schnet-tiny": (
+        SchNet,
+        SchNetSettings,
+        {"hidden_channels": 32, "num_filters": 32, "num_interactions": 2, "num_gaussians": 16, **TINY},
+    ),
+    "painn-tiny": (PaiNN, PaiNNSettings, {"hidden_channels": 32, "num_layers": 2, "num_rbf": 16, **TINY}),
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_PRESETS)
+
+
+def build_model(name: str, **overrides) -> AtomisticModel:
+    """A freshly initialised model: the preset ``name`` with ``overrides`` applied (keys of its settings)."""
+    if name not in _PRESETS:
+        raise ConfigError(f"unknown model '{name}' (choose {', '.join(MODEL_NAMES)})")
+    model_cls, settings_cls, preset = _PRESETS[name]
+    options = {f.name for f in dataclasses.fields(settings_cls)}
+    unknown = sorted(set(overrides) - options)
+    if unknown:
+        raise ConfigError(f"model '{name}' has no option {', '.join(unknown)} (options: {', '.join(sorted(options))})")
+    model = model_cls(settings_cls(**{**preset, **overrides}))
+    model.name = name
+    return model

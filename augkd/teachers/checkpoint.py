@@ -1,0 +1,90 @@
+"""A teacher from an augkd model checkpoint (spec ``ckpt:<path>``): energies, forces, per-atom energies, features."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from augkd.errors import ConfigError
+from augkd.models.checkpoint import load_model
+from augkd.models.data import atoms_to_batch, cast_batch
+from augkd.models.interface import ModelOutput
+from augkd.teachers.interface import Labels, TeacherIdentity, sha256_file
+
+OUTPUT_PROPERTIES = ("energy", "forces", "atom_energy")
+
+
+class CheckpointTeacher:
+    """Any augkd model loaded from ``save_model``'s file, always in eval mode and never trained."""
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        path = Path(path)
+        model, _ = load_model(path)
+        self.model = model.to(device).eval()
+        self.model.requires_grad_(False)  # a teacher's weights never train; gradient forces need positions only
+        self.device = torch.device(device)
+        self.dtype = next(model.parameters()).dtype
+        self.identity = TeacherIdentity(
+            name=f"{model.name}-{path.stem}", kind="augkd", checkpoint=str(path), weights_sha256=sha256_file(path)
+        )
+        self.elements: frozenset[str] | None = None
+
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self.model.feature_shapes()
+
+    def predict(self, batch) -> ModelOutput:
+        """The model's outputs for a fairchem batch, detached (no autograd graph is kept)."""
+        batch = cast_batch(batch.to(self.device), self.dtype)
+        with torch.no_grad():  # gradient-force models re-enable grad for -∇E themselves
+            output = self.model(batch)
+        graph = output.graph
+        return ModelOutput(
+            energy=output.energy.detach(),
+            forces=output.forces.detach(),
+            atom_energy=output.atom_energy.detach(),
+            features={name: value.detach() for name, value in output.features.items()},
+            graph=replace(graph, edge_vec=graph.edge_vec.detach(), edge_dist=graph.edge_dist.detach()),
+        )
+
+    def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels:
+        unsupported = set(properties) - set(OUTPUT_PROPERTIES) - set(self.feature_shapes())
+        if unsupported:
+            raise ConfigError(
+                f"teacher {self.identity.name} cannot provide {', '.join(sorted(unsupported))} "
+                f"(it has {', '.join([*OUTPUT_PROPERTIES, *self.feature_shapes()])})"
+            )
+        output = self.predict(atoms_to_batch([atoms], dtype=self.dtype))
+        return Labels(
+            energy=float(output.energy[0]),
+            forces=output.forces.cpu().numpy().astype(np.float64),
+            atom_energy=output.atom_energy.cpu().numpy().astype(np.float64) if "atom_energy" in properties else None,
+            features={name: output.features[name].cpu().numpy() for name in properties if name in output.features},
+        )
+
+    def calculator(self) -> Calculator:
+        return TeacherCalculator(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.identity.name})"
+
+
+class TeacherCalculator(Calculator):
+    """ASE calculator over a ``CheckpointTeacher`` (energy in eV, unconstrained forces in eV/Å)."""
+
+    implemented_properties: ClassVar[list[str]] = ["energy", "forces"]
+
+    def __init__(self, teacher: CheckpointTeacher):
+        super().__init__()
+        self.teacher = teacher
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        labels = self.teacher.label(self.atoms)
+        self.results = {"energy": labels.energy, "forces": labels.forces}

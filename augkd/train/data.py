@@ -1,0 +1,121 @@
+"""Training data: rows of augkd datasets as fairchem ``AtomicData`` batches, with cached teacher outputs beside them."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from augkd._fairchem import quiet_fairchem
+from augkd.errors import ConfigError
+from augkd.io.aselmdb import AselmdbReader
+from augkd.io.arrays import decode_array, is_encoded_array
+from augkd.io.dataset import shard_paths
+from augkd.records import LabelledFrame
+
+
+@dataclass
+class Sample:
+    data: Any  # AtomicData of one frame (energy and forces are the row's own labels)
+    origin: str
+    sid: str
+    teacher: dict[str, Any] | None  # cached teacher outputs, as tensors, when the row has them
+
+
+@dataclass
+class TrainBatch:
+    batch: Any  # AtomicData batch
+    origins: list[str]
+    sids: list[str]
+    #: cached teacher outputs for the rows that have them: energy (B,), forces (N,3), atom_energy (N,),
+    #: features {name: (N, ...)}; ``teacher_rows`` (B,) bool marks rows with them, ``teacher_atoms`` (N,) the atoms
+    teacher: dict[str, Any] | None = None
+    teacher_rows: torch.Tensor | None = None
+    teacher_atoms: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class FrameDataset(torch.utils.data.Dataset):
+    """All rows of one or more augkd dataset directories (or shard files), indexed 0..len-1."""
+
+    def __init__(self, paths: Sequence[str | Path], origin: str | None = None):
+        self.readers = [AselmdbReader(shard) for path in paths for shard in shard_paths(path)]
+        self._ends = np.cumsum([len(r) for r in self.readers]).tolist()
+        if not self._ends or self._ends[-1] == 0:
+            raise ConfigError(f"dataset {', '.join(map(str, paths))} has no rows")
+        self.origin = origin
+        quiet_fairchem()
+
+    def __len__(self) -> int:
+        return self._ends[-1]
+
+    def frame(self, index: int) -> LabelledFrame:
+        shard = bisect.bisect_right(self._ends, index)
+        start = self._ends[shard - 1] if shard else 0
+        return self.readers[shard][index - start]
+
+    def __getitem__(self, index: int) -> Sample:
+        from ase.calculators.singlepoint import SinglePointCalculator
+        from fairchem.core.datasets.atomic_data import AtomicData
+
+        frame = self.frame(index)
+        atoms = frame.atoms
+        atoms.calc = SinglePointCalculator(atoms, energy=frame.energy, forces=frame.forces)
+        data = AtomicData.from_ase(atoms, r_energy=True, r_forces=True, r_stress=False, sid=str(frame.data.get("sid")))
+        return Sample(
+            data=data,
+            origin=self.origin or str(frame.data.get("origin", "unknown")),
+            sid=str(frame.data.get("sid", index)),
+            teacher=cached_teacher_outputs(frame.data),
+        )
+
+
+def cached_teacher_outputs(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The teacher outputs ``augkd label`` stored in a row, as float32 tensors; None if the row has none."""
+    if "teacher_energy" not in data:
+        return None
+
+    def tensor(value):
+        array = decode_array(value) if is_encoded_array(value) else np.asarray(value)
+        return torch.from_numpy(np.array(array, dtype=np.float32))
+
+    out: dict[str, Any] = {"energy": torch.tensor(float(data["teacher_energy"])), "forces": tensor(data["teacher_forces"])}
+    if "teacher_atom_energy" in data:
+        out["atom_energy"] = tensor(data["teacher_atom_energy"])
+    out["features"] = {name: tensor(value) for name, value in data.get("teacher_features", {}).items()}
+    return out
+
+
+def collate(samples: list[Sample]) -> TrainBatch:
+    from fairchem.core.datasets.atomic_data import atomicdata_list_to_batch
+
+    batch = atomicdata_list_to_batch([s.data for s in samples])
+    natoms = [int(s.data.natoms) for s in samples]
+    has = [s.teacher is not None for s in samples]
+    teacher = rows = atoms = None
+    if any(has):
+        chosen = [s.teacher for s in samples if s.teacher is not None]
+        keys = set(chosen[0]["features"])
+        if any(set(t["features"]) != keys for t in chosen) or any(("atom_energy" in t) != ("atom_energy" in chosen[0]) for t in chosen):
+            raise ConfigError("rows in one batch carry different cached teacher outputs; label all sources alike")
+        teacher = {
+            "energy": torch.stack([t["energy"] for t in chosen]),
+            "forces": torch.cat([t["forces"] for t in chosen]),
+            "features": {k: torch.cat([t["features"][k] for t in chosen]) for k in sorted(keys)},
+        }
+        if "atom_energy" in chosen[0]:
+            teacher["atom_energy"] = torch.cat([t["atom_energy"] for t in chosen])
+        rows = torch.tensor(has)
+        atoms = torch.repeat_interleave(rows, torch.tensor(natoms))
+    return TrainBatch(
+        batch=batch,
+        origins=[s.origin for s in samples],
+        sids=[s.sid for s in samples],
+        teacher=teacher,
+        teacher_rows=rows,
+        teacher_atoms=atoms,
+    )

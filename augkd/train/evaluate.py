@@ -1,0 +1,51 @@
+"""``augkd evaluate``: OC20 S2EF metrics of model checkpoints on datasets, optionally as a gap-closed table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from augkd.errors import ConfigError
+from augkd.train.data import FrameDataset, collate
+from augkd.train.metrics import MetricAccumulator, compare_table
+
+
+def evaluate_model(model: torch.nn.Module, dataset: FrameDataset, batch_size: int = 8) -> dict[str, float]:
+    model.eval()
+    metrics = MetricAccumulator()
+    for start in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        metrics.update_output(model(batch.batch), batch.batch)
+    return metrics.compute()
+
+
+def evaluate_checkpoints(
+    checkpoints: Sequence[str], data: Sequence[str | Path], batch_size: int = 8,
+    compare: Sequence[str] | None = None, as_json: bool = False,
+) -> str:
+    from augkd.models.checkpoint import load_model
+
+    dataset = FrameDataset(data)
+    results = {}
+    for item in checkpoints:
+        name, _, path = item.rpartition("=") if "=" in item else (Path(item).stem, "", item)
+        model, _ = load_model(path)
+        results[name] = evaluate_model(model, dataset, batch_size)
+    if compare:
+        student, teacher = compare
+        missing = [n for n in compare if n not in results]
+        if missing:
+            raise ConfigError(f"--compare names {missing} are not among the checkpoints {sorted(results)}")
+        return compare_table(results, student, teacher)
+    if as_json:
+        return json.dumps(results)
+    lines = []
+    for name, metrics in results.items():
+        lines.append(
+            f"{name}: energy MAE {metrics['energy_mae']:.1f} meV, force MAE {metrics['force_mae']:.1f} meV/Å, "
+            f"force cos {metrics['force_cos']:.3f}, EFwT {metrics['efwt']:.2f} % ({metrics['n_systems']} systems)"
+        )
+    return "\n".join(lines)

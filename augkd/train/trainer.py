@@ -1,0 +1,504 @@
+"""One trainer for baselines and KD students.
+
+OCP losses (energy MAE + force L2MAE on free atoms, α_E = 1, α_F = 100) in normalised units, AdamW (amsgrad),
+warm-up then a scheduler, EMA weights for validation, gradient clipping, per-sample loss weights, checkpoints with
+exact resume (model, KD heads, optimizer, scheduler, EMA, data order, step), CSV and TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from augkd.errors import AugkdError, ConfigError
+from augkd.train.data import FrameDataset, TrainBatch, collate
+
+SCHEDULERS = ("constant", "exponential", "step", "plateau")
+BEST_METRICS = {"energy_mae": False, "force_mae": False, "force_cos": True, "efwt": True}  # name -> higher is better
+
+
+class TrainingError(AugkdError):
+    """Training cannot go on (NaN loss, ...)."""
+
+
+@dataclass
+class Normalizer:
+    """Target statistics of the training set; teacher targets are compared in the same units."""
+
+    energy_per_atom_mean: float  # eV/atom
+    energy_per_atom_std: float  # eV/atom
+    energy_scale: float  # eV: the spread of total energies after removing the per-atom mean
+    force_scale: float  # eV/Å: rms force component on free atoms
+
+    @classmethod
+    def fit(cls, dataset: FrameDataset, max_rows: int = 2000) -> "Normalizer":
+        step = max(1, len(dataset) // max_rows)
+        per_atom, residual, forces = [], [], []
+        for index in range(0, len(dataset), step):
+            frame = dataset.frame(index)
+            per_atom.append(frame.energy / len(frame.atoms))
+            forces.append(torch.as_tensor(frame.forces[~frame.fixed]))
+        mean = float(torch.tensor(per_atom).mean())
+        for index in range(0, len(dataset), step):
+            frame = dataset.frame(index)
+            residual.append(frame.energy - mean * len(frame.atoms))
+        std = float(torch.tensor(per_atom).std()) if len(per_atom) > 1 else 1.0
+        energy_scale = float(torch.tensor(residual).std()) if len(residual) > 1 else 1.0
+        force_scale = float(torch.cat(forces).pow(2).mean().sqrt()) if forces else 1.0
+        return cls(mean, max(std, 1e-3), max(energy_scale, 1e-3), max(force_scale, 1e-3))
+
+
+class EpochSampler:
+    """Batches of a seeded permutation per epoch; (epoch, position) is the whole state, so resume is exact."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        # every rank gets as many samples (the tail is dropped), so the ranks' (epoch, position) stay equal
+        usable = len(order) - len(order) % self.world_size if len(order) >= self.world_size else len(order)
+        return order[: usable][self.rank :: self.world_size]
+
+    def next_batch(self) -> list[int]:
+        if self.position >= len(self._order):
+            self.epoch += 1
+            self.position = 0
+            self._order = self._permutation()
+        batch = self._order[self.position : self.position + self.batch_size]
+        self.position += len(batch)
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._permutation()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The resolved ``configs/train/*.yaml`` (see there for every key's meaning)."""
+
+    values: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        optim, teacher = values["optim"], values["teacher"]
+        if values["steps"] <= 0 or values["batch_size"] <= 0:
+            raise ConfigError(f"steps={values['steps']} and batch_size={values['batch_size']} must be > 0")
+        if optim["scheduler"] not in SCHEDULERS:
+            raise ConfigError(f"scheduler {optim['scheduler']!r} is not one of {SCHEDULERS}")
+        if values["best_metric"] not in BEST_METRICS:
+            raise ConfigError(f"best_metric {values['best_metric']!r} is not one of {sorted(BEST_METRICS)}")
+        if teacher["mode"] not in ("none", "cached", "online"):
+            raise ConfigError(f"teacher.mode {teacher['mode']!r} is not none, cached or online")
+        if teacher["mode"] == "online" and not teacher["spec"]:
+            raise ConfigError("teacher.mode=online needs teacher.spec (e.g. --teacher ckpt:teacher.pt)")
+        if values["kd"]["losses"] and teacher["mode"] == "none":
+            raise ConfigError("KD losses need a teacher: set teacher.mode to cached or online")
+        if not values["data"]["train"]:
+            raise ConfigError("no training data: pass --data DIR")
+        return cls(values)
+
+
+def distributed_context() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) under ``torchrun`` (WORLD_SIZE/RANK/LOCAL_RANK set), else (0, 1, cuda:0 or cpu)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if world > 1 and not torch.distributed.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world, device
+
+
+class Trainer:
+    """Trains ``config['model']`` on ``config['data']['train']`` into ``run_dir`` (resuming if it holds a run).
+
+    Under ``torchrun`` each rank trains on its own disjoint share of every epoch with DDP-averaged gradients; rank 0
+    validates, logs and writes checkpoints.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path):
+        from augkd.kd.heads import ProjectionHeads
+        from augkd.kd.losses import KDLoss
+        from augkd.models.registry import build_model
+
+        self.config = config
+        self.rank, self.world_size, self.device = distributed_context()
+        self.run_dir = Path(run_dir)
+        self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
+        torch.manual_seed(config["seed"])
+        self.train_set = FrameDataset(config["data"]["train"])
+        self.val_set = FrameDataset(config["data"]["val"]) if config["data"]["val"] else None
+        self.student = build_model(config["model"]["name"], **config["model"]["overrides"])
+        resuming = self.checkpoint_path.is_file()
+        saved = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True) if resuming else None
+        if saved is not None:
+            self.normalizer = Normalizer(**saved["normalizer"])
+        else:
+            self.normalizer = Normalizer.fit(self.train_set)
+            self.student.fit_energy_normalizer(
+                self.normalizer.energy_per_atom_mean, self.normalizer.energy_per_atom_std, self.normalizer.force_scale
+            )
+
+        self.teacher = None
+        teacher_cfg = config["teacher"]
+        if teacher_cfg["mode"] == "online":
+            from augkd.teachers import load_teacher
+
+            self.teacher = load_teacher(teacher_cfg["spec"], teacher_cfg["kwargs"], device=str(self.device))
+            if not hasattr(self.teacher, "predict"):
+                raise ConfigError(f"teacher {self.teacher.identity.name} has no batched predict(); use cached mode")
+        self.kd = KDLoss(
+            config["kd"]["losses"],
+            alpha_energy=config["loss"]["energy_coef"],
+            alpha_force=config["loss"]["force_coef"],
+            energy_scale=self.normalizer.energy_scale,
+            force_scale=self.normalizer.force_scale,
+            auto_fraction=config["kd"]["auto_lambda"] or 1.0,
+        )
+        self.heads = None
+        if len(self.kd):
+            teacher_shapes = self._teacher_feature_shapes()
+            teacher_name = self.teacher.identity.name if self.teacher else "the cached teacher"
+            self.kd.check(self.student.feature_shapes(), teacher_shapes, self.student.name, teacher_name)
+            # seeded on their own: loading a teacher may draw random numbers (a model built, then its weights loaded)
+            torch.manual_seed(config["seed"] + 1)
+            self.heads = ProjectionHeads(self.student.feature_shapes(), teacher_shapes, self.kd)
+            self.student.kd_heads = self.heads  # trained and saved with the student, stripped for deployment
+
+        self.student.to(self.device)
+        self.model = self.student
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.student, device_ids=[self.device] if self.device.type == "cuda" else None)
+        optim = config["optim"]
+        self.optimizer = torch.optim.AdamW(
+            self.student.parameters(), lr=optim["lr"], weight_decay=optim["weight_decay"], amsgrad=optim["amsgrad"]
+        )
+        self.scheduler = self._scheduler()
+        self.ema = copy.deepcopy(self.student).eval()
+        for parameter in self.ema.parameters():
+            parameter.requires_grad_(False)
+        self.sampler = EpochSampler(len(self.train_set), config["batch_size"], config["seed"], self.rank, self.world_size)
+        self.step = 0
+        self.best: float | None = None
+        if saved is not None:
+            self._restore(saved)
+
+    # -- set-up helpers ----------------------------------------------------------------------------------------
+    def _teacher_feature_shapes(self) -> dict[str, tuple]:
+        if self.teacher is not None:
+            shapes = dict(self.teacher.feature_shapes()) if hasattr(self.teacher, "feature_shapes") else {}
+            return {**shapes, "atom_energy": ()}
+        sample = self.train_set[0].teacher
+        if sample is None:
+            raise ConfigError("teacher.mode=cached but the training rows carry no teacher outputs (run `augkd label`)")
+        shapes = {name: tuple(t.shape[1:]) for name, t in sample["features"].items()}
+        if "atom_energy" in sample:
+            shapes["atom_energy"] = ()
+        return shapes
+
+    def _scheduler(self):
+        optim = self.config["optim"]
+        warmup = max(0, int(optim["warmup_steps"]))
+        kind = optim["scheduler"]
+        if kind == "exponential":
+            decay = lambda step: optim["gamma"] ** (step / 100.0)  # noqa: E731
+        elif kind == "step":
+            decay = lambda step: optim["gamma"] ** (step // optim["step_size"])  # noqa: E731
+        else:  # constant, and plateau (its reductions are applied on validation, on top of this)
+            decay = lambda step: 1.0  # noqa: E731
+        self._plateau = {"best": None, "bad": 0, "factor": 1.0}
+
+        def factor(step: int) -> float:
+            ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+            return ramp * decay(max(0, step - warmup)) * self._plateau["factor"]
+
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    # -- state -------------------------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "student": self.student.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "plateau": dict(self._plateau),
+            "sampler": self.sampler.state_dict(),
+            "kd": self.kd.state_dict(),
+            "normalizer": vars(self.normalizer),
+            "best": self.best,
+            "torch_rng": torch.get_rng_state(),
+            "config": json.dumps(self.config.values, sort_keys=True),
+        }
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        if saved["config"] != json.dumps(self.config.values, sort_keys=True):
+            raise ConfigError(f"{self.run_dir} holds a run with another config; use a new --out")
+        self.student.load_state_dict(saved["student"])
+        self.ema.load_state_dict(saved["ema"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self._plateau.update(saved["plateau"])
+        self.sampler.load_state_dict(saved["sampler"])
+        self.kd.load_state_dict(saved["kd"])
+        self.best = saved["best"]
+        self.step = int(saved["step"])
+        torch.set_rng_state(saved["torch_rng"])
+
+    def save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
+        path = self.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(self._state(), tmp)
+        tmp.replace(path)
+
+    def export(self, name: str) -> Path:
+        """The EMA student without KD heads, as a model checkpoint (``augkd evaluate``, ``ckpt:`` teachers)."""
+        from augkd.kd.heads import strip_kd_heads
+        from augkd.models.checkpoint import save_model
+        from augkd.models.registry import build_model
+
+        model = build_model(self.student.name, **self.student.config)
+        model.load_state_dict({k: v.cpu() for k, v in strip_kd_heads(self.ema.state_dict()).items()})
+        return save_model(self.run_dir / "checkpoints" / name, model, {"step": self.step, "normalizer": vars(self.normalizer)})
+
+    # -- one step ----------------------------------------------------------------------------------------------
+    def _targets(self, batch: TrainBatch):
+        from augkd.kd.losses import TeacherTargets
+
+        if self.teacher is not None:
+            return TeacherTargets.from_output(self.teacher.predict(batch.batch))  # already on self.device
+        if batch.teacher is None:
+            return None
+        teacher = batch.teacher
+        rows, atoms = batch.teacher_rows, batch.teacher_atoms
+        n_atoms, n_rows = atoms.shape[0], rows.shape[0]
+        # rows without cached outputs get zeros and are masked out of the per-atom losses
+        forces = torch.zeros(n_atoms, 3, device=atoms.device)
+        forces[atoms] = teacher["forces"]
+        energy = torch.zeros(n_rows, device=atoms.device)
+        energy[rows] = teacher["energy"]
+        features = {}
+        for name, value in teacher["features"].items():
+            full = torch.zeros((n_atoms, *value.shape[1:]), device=atoms.device)
+            full[atoms] = value
+            features[name] = full
+        atom_energy = None
+        if "atom_energy" in teacher:
+            atom_energy = torch.zeros(n_atoms, device=atoms.device)
+            atom_energy[atoms] = teacher["atom_energy"]
+        return TeacherTargets(energy=energy, forces=forces, atom_energy=atom_energy, features=features, mask=atoms)
+
+    def train_step(self) -> dict[str, float]:
+        from augkd.kd.losses import LossBatch, ocp_loss
+
+        indices = self.sampler.next_batch()
+        batch = _to_device(collate([self.train_set[i] for i in indices]), self.device)
+        data = batch.batch
+        self.model.train()
+        output = self.model(data)
+        info = LossBatch.from_data(data)
+        loss_cfg = self.config["loss"]
+        loss, parts = ocp_loss(
+            output.energy, output.forces, data.energy, data.forces, info,
+            alpha_energy=loss_cfg["energy_coef"], alpha_force=loss_cfg["force_coef"],
+            energy_scale=self.normalizer.energy_scale, force_scale=self.normalizer.force_scale,
+        )
+        log = {"loss_energy": parts["energy"], "loss_forces": parts["forces"], "loss_base": float(loss.detach())}
+        if len(self.kd):
+            targets = self._targets(batch)
+            if targets is not None:
+                if self.kd.needs_calibration:
+                    start = self.kd.parts(output, targets, info, self.heads)
+                    self.kd.calibrate({k: float(v.detach()) for k, v in start.items()}, float(loss.detach()))
+                kd_loss, kd_parts = self.kd(output, targets, info, self.heads)
+                loss = loss + kd_loss
+                log.update({f"kd_{k}": v for k, v in kd_parts.items()})
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss is {float(loss)} at step {self.step + 1} (batch sids {batch.sids}); "
+                f"the last good checkpoint is {self.checkpoint_path}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config["optim"]["grad_clip"])
+        self.optimizer.step()
+        self.scheduler.step()
+        self._update_ema()
+        self.step += 1
+        log.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=self.optimizer.param_groups[0]["lr"])
+        return log
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.config["optim"]["ema_decay"]
+        # warm start (as torch_ema does): early on the average follows the weights more closely
+        decay = min(decay, (1 + self.step) / (10 + self.step))
+        for ema, live in zip(self.ema.state_dict().values(), self.student.state_dict().values()):
+            if ema.is_floating_point():
+                ema.mul_(decay).add_(live.detach(), alpha=1 - decay)
+            else:
+                ema.copy_(live)
+
+    # -- validation --------------------------------------------------------------------------------------------
+    def validate(self, model: torch.nn.Module | None = None, dataset: FrameDataset | None = None) -> dict[str, float]:
+        from augkd.train.metrics import MetricAccumulator
+
+        model = model if model is not None else self.ema
+        dataset = dataset if dataset is not None else self.val_set
+        model.eval()
+        metrics = MetricAccumulator()
+        size = self.config["batch_size"]
+        for start in range(0, len(dataset), size):
+            batch = _to_device(collate([dataset[i] for i in range(start, min(start + size, len(dataset)))]), self.device)
+            output = model(batch.batch)
+            metrics.update_output(output, batch.batch)
+        return metrics.compute()
+
+    def _after_validation(self, metrics: dict[str, float]) -> None:
+        name = self.config["best_metric"]
+        value = metrics[name]
+        higher = BEST_METRICS[name]
+        better = self.best is None or (value > self.best if higher else value < self.best)
+        if better and math.isfinite(value):
+            self.best = value
+            self.export("best.pt")
+        if self.config["optim"]["scheduler"] == "plateau":
+            if better:
+                self._plateau["bad"] = 0
+            else:
+                self._plateau["bad"] += 1
+                if self._plateau["bad"] > self.config["optim"]["patience"]:
+                    self._plateau["factor"] *= self.config["optim"]["gamma"]
+                    self._plateau["bad"] = 0
+
+    def _share_plateau_factor(self) -> None:
+        """Only rank 0 validates: every rank takes its learning-rate reductions."""
+        factor = torch.tensor([self._plateau["factor"]], device=self.device)
+        torch.distributed.broadcast(factor, src=0)
+        self._plateau["factor"] = float(factor)
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def fit(self, stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
+        """Train to ``config['steps']`` (or stop after ``stop_after`` more steps, for tests of resume)."""
+        from tqdm import tqdm
+
+        lead = self.rank == 0
+        if lead:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(self.config.values, indent=1, sort_keys=True))
+        logs = _Logs(self.run_dir) if lead else None
+        total = self.config["steps"]
+        end = total if stop_after is None else min(total, self.step + stop_after)
+        bar = tqdm(total=total, initial=self.step, unit="step", disable=not (progress and lead), dynamic_ncols=True)
+        started = time.time()
+        metrics: dict[str, float] = {}
+        try:
+            while self.step < end:
+                log = self.train_step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{log['loss']:.4g}", refresh=False)
+                last = self.step == total
+                if lead:
+                    logs.train(self.step, self.sampler.epoch, time.time() - started, log)
+                    if self.val_set is not None and (self.step % self.config["eval_every"] == 0 or last):
+                        metrics = self.validate()
+                        logs.val(self.step, metrics)
+                        self._after_validation(metrics)
+                if self.world_size > 1 and self.config["optim"]["scheduler"] == "plateau":
+                    self._share_plateau_factor()
+                if self.step % self.config["checkpoint_every"] == 0 or self.step == end:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            if logs is not None:
+                logs.close()
+        if self.step == total and lead:
+            self.export("final.pt")
+        if self.world_size > 1:
+            torch.distributed.barrier()  # the others wait until rank 0 has written everything
+        return {"step": self.step, "best": self.best, "val": metrics}
+
+
+def _to_device(batch: TrainBatch, device: torch.device) -> TrainBatch:
+    if device.type == "cpu":
+        return batch
+    batch.batch = batch.batch.to(device)
+    if batch.teacher is not None:
+        batch.teacher = {
+            k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device))
+            for k, v in batch.teacher.items()
+        }
+        batch.teacher_rows = batch.teacher_rows.to(device)
+        batch.teacher_atoms = batch.teacher_atoms.to(device)
+    return batch
+
+
+class _Logs:
+    """``train.csv`` and ``val.csv`` (appended across resumes) plus TensorBoard scalars in ``tb/``."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+        except ImportError:  # tensorboard is optional
+            self.tb = None
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        path = self.run_dir / name
+        new = not path.exists()
+        if not new:
+            with open(path) as handle:
+                header = handle.readline().strip().split(",")
+            row = {key: row.get(key, "") for key in header}
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def train(self, step: int, epoch: int, seconds: float, log: dict[str, float]) -> None:
+        self._append("train.csv", {"step": step, "epoch": epoch, "seconds": round(seconds, 3), **log})
+        if self.tb is not None:
+            for key, value in log.items():
+                self.tb.add_scalar(f"train/{key}", value, step)
+
+    def val(self, step: int, metrics: dict[str, float]) -> None:
+        self._append("val.csv", {"step": step, **metrics})
+        if self.tb is not None:
+            for key, value in metrics.items():
+                self.tb.add_scalar(f"val/{key}", value, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,173 @@
+"""End-to-end: EMT-labelled data → teacher PaiNN → student PaiNN with n2n KD (online and cached), exact resume."""
+
+import csv
+
+import pytest
+import torch
+
+from augkd.cli import main
+from augkd.config import compose
+from augkd.errors import ConfigError
+from augkd.train.trainer import TrainConfig, Trainer
+from conftest import small_generate_args
+
+TEACHER = {"hidden_channels": 48, "num_layers": 2}
+STUDENT = {"hidden_channels": 16, "num_layers": 2}
+
+
+def config(data, *overrides, model="painn-tiny", model_overrides=None, **values):
+    resolved = compose("train", "default", [
+        "batch_size=4", "eval_every=50", "checkpoint_every=25", "optim.lr=1e-3", "optim.ema_decay=0.99",
+        f"model.name={model}", *overrides,
+    ])
+    resolved["data"]["train"] = [str(data)]
+    resolved["data"]["val"] = [str(data)]
+    resolved["model"]["overrides"] = dict(model_overrides or {})
+    for key, value in values.items():
+        section, _, leaf = key.rpartition("__")
+        (resolved[section] if section else resolved)[leaf] = value
+    return TrainConfig.from_dict(resolved)
+
+
+def column(run, name):
+    with open(run / "train.csv") as handle:
+        return [float(row[name]) for row in csv.DictReader(handle)]
+
+
+@pytest.fixture(scope="module")
+def emt_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "emt"
+    assert main(small_generate_args(out, systems=8, shards=2)) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoint(emt_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("teacher") / "run"
+    result = Trainer(config(emt_data, "optim.lr=3e-3", steps=150, model_overrides=TEACHER), run).fit(progress=False)
+    assert result["step"] == 150
+    with open(run / "val.csv") as handle:  # the teacher learns (EMA weights: smoother than batch losses)
+        val = list(csv.DictReader(handle))
+    assert float(val[-1]["force_mae"]) < float(val[0]["force_mae"])
+    assert float(val[-1]["force_cos"]) > float(val[0]["force_cos"]) + 0.2
+    return run / "checkpoints" / "final.pt"
+
+
+def test_n2n_kd_from_online_teacher(emt_data, teacher_checkpoint, tmp_path):
+    run = tmp_path / "kd"
+    cfg = config(emt_data, "optim.lr=3e-3", steps=100, model_overrides=STUDENT,
+                 teacher__mode="online", teacher__spec=f"ckpt:{teacher_checkpoint}",
+                 kd__losses=[{"name": "n2n", "lambda": 10.0}])
+    result = Trainer(cfg, run).fit(progress=False)
+    kd = column(run, "kd_n2n")
+    assert sum(kd[-15:]) < 0.7 * sum(kd[:15]), "the KD loss must decrease"
+    for key in ("energy_mae", "force_mae", "force_cos", "efwt"):
+        assert key in result["val"] and result["val"][key] == result["val"][key]  # computed, not NaN
+    # the deployable student has no KD heads
+    from augkd.models.checkpoint import load_model
+
+    model, _ = load_model(run / "checkpoints" / "final.pt")
+    assert not any("kd_heads" in k for k in model.state_dict())
+
+
+def test_cached_teacher_features_match_online_kd(emt_data, teacher_checkpoint, tmp_path):
+    labelled = tmp_path / "labelled"
+    assert main(["label", str(emt_data), "--teacher", f"ckpt:{teacher_checkpoint}", "--features",
+                 "atom_energy,node", "--feature-dtype", "float32", "--out", str(labelled), "--quiet"]) == 0
+    assert main(["verify", str(labelled)]) == 0
+    runs = {}
+    for mode in ("online", "cached"):
+        runs[mode] = tmp_path / mode
+        cfg = config(labelled, steps=5, model_overrides=STUDENT, teacher__mode=mode,
+                     teacher__spec=f"ckpt:{teacher_checkpoint}" if mode == "online" else None,
+                     kd__losses=[{"name": "n2n", "lambda": 10.0}, {"name": "vanilla2", "lambda": 1.0},
+                                 {"name": "vanilla1", "lambda": 1.0}])
+        Trainer(cfg, runs[mode]).fit(progress=False)
+    for name in ("kd_n2n", "kd_vanilla2", "kd_vanilla1", "loss"):
+        assert column(runs["online"], name) == pytest.approx(column(runs["cached"], name), rel=1e-4, abs=1e-6)
+
+
+@pytest.fixture
+def one_thread():
+    """Bitwise comparisons need deterministic kernels: multi-threaded CPU scatter-adds sum in varying order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_gives_the_same_weights(emt_data, tmp_path, one_thread):
+    straight = Trainer(config(emt_data, steps=40, model_overrides=STUDENT), tmp_path / "straight")
+    straight.fit(progress=False)
+    interrupted = Trainer(config(emt_data, steps=40, model_overrides=STUDENT), tmp_path / "resumed")
+    interrupted.fit(stop_after=17, progress=False)
+    del interrupted
+    resumed = Trainer(config(emt_data, steps=40, model_overrides=STUDENT), tmp_path / "resumed")
+    assert resumed.step == 17
+    resumed.fit(progress=False)
+    for (key, a), b in zip(straight.student.state_dict().items(), resumed.student.state_dict().values()):
+        assert torch.equal(a, b), key
+    for a, b in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+    assert column(tmp_path / "straight", "loss") == column(tmp_path / "resumed", "loss")
+
+
+def test_bad_training_input(emt_data, teacher_checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="unknown model"):
+        Trainer(config(emt_data, model="nosuchmodel", steps=1), tmp_path / "a")
+    with pytest.raises(ConfigError, match="need a teacher"):
+        config(emt_data, steps=1, kd__losses=[{"name": "n2n", "lambda": 1.0}])
+    with pytest.raises(ConfigError, match="v2v needs the student's 'vector'"):
+        Trainer(config(emt_data, model="schnet-tiny", steps=1, teacher__mode="online",
+                       teacher__spec=f"ckpt:{teacher_checkpoint}",
+                       kd__losses=[{"name": "v2v", "lambda": 1.0}]), tmp_path / "b")
+    with pytest.raises(ConfigError, match="no batched predict"):
+        Trainer(config(emt_data, steps=1, teacher__mode="online", teacher__spec="emt",
+                       kd__losses=[{"name": "n2n", "lambda": 1.0}]), tmp_path / "d")
+    with pytest.raises(ConfigError, match="no teacher outputs"):
+        Trainer(config(emt_data, steps=1, teacher__mode="cached", kd__losses=[{"name": "n2n", "lambda": 1.0}]),
+                tmp_path / "c")
+
+
+def test_cli_train_and_evaluate(emt_data, tmp_path, capsys):
+    run = tmp_path / "cli"
+    assert main(["train", "--data", str(emt_data), "--val", str(emt_data), "--out", str(run), "--model",
+                 "schnet-tiny", "--steps", "10", "--batch-size", "4", "--quiet", "eval_every=5"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "checkpoints" / "final.pt"), "--data", str(emt_data), "--json"]) == 0
+    assert '"energy_mae"' in capsys.readouterr().out
+    assert main(["train", "--data", str(emt_data), "--out", str(tmp_path / "x"), "--model", "nope", "--quiet"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_ddp_under_torchrun_on_cpu(emt_data, tmp_path):
+    """Two gloo ranks: disjoint data shares, identical weights after training, rank 0 writes the run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        "-m", "augkd.cli", "train", "--data", str(emt_data), "--out", str(run), "--model", "painn-tiny",
+        "--steps", "6", "--batch-size", "2", "--quiet", "checkpoint_every=3",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "checkpoints" / "final.pt").is_file() and (run / "checkpoints" / "last.pt").is_file()
+    assert len(column(run, "loss")) == 6
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == 6 and saved["sampler"]["position"] == 12  # 6 batches of 2 from this rank's share
+
+
+def test_epoch_sampler_ranks_are_disjoint_and_cover_the_epoch():
+    from augkd.train.trainer import EpochSampler
+
+    ranks = [EpochSampler(10, 2, seed=3, rank=r, world_size=2) for r in range(2)]
+    seen = [sum((s.next_batch() for _ in range(2)), []) + s.next_batch()[:1] for s in ranks]
+    assert not set(seen[0]) & set(seen[1])
+    assert len(set(seen[0]) | set(seen[1])) == 10
+    again = EpochSampler(10, 2, seed=3, rank=1, world_size=2)
+    assert sum((again.next_batch() for _ in range(2)), []) == seen[1][:4]
