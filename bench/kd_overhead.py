@@ -41,7 +41,7 @@ def main() -> None:
     quiet = ["--quiet"]
     assert augkd(["generate", "d1M", "--out", str(data), "--systems", "6", "--teacher", "emt", "--elements",
                   "Cu,Pt,O,H,C,N", "--max-atoms", "70", "--steps", "30", "--frames-fraction", "0.5",
-                  "systems_sampler.max_miller=1", *quiet]) == 0
+                  "systems_sampler.max_miller=1", "filters.drop_anomalies=[desorbed,intercalated]", *quiet]) == 0
     teacher = save_model(work / "teacher.pt", build_model(args.teacher))
     assert augkd(["label", str(data), "--teacher", f"ckpt:{teacher}", "--features", "node", "--out",
                   str(labelled), *quiet]) == 0

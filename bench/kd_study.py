@@ -38,7 +38,8 @@ def main() -> None:
 
     out = args.out
     recipe = ["--teacher", "emt", "--elements", "Cu,Pt,O,H,C,N", "--max-atoms", "60", "--steps", "60",
-              "--frames-fraction", "0.3", "--keep-final", "--quiet", "systems_sampler.max_miller=1"]
+              "--frames-fraction", "0.3", "--keep-final", "--quiet", "systems_sampler.max_miller=1",
+              "filters.drop_anomalies=[desorbed,intercalated]"]  # EMT dissociates most adsorbates: keep those
     train, val = out / "data-train", out / "data-val"
     for path, seed, systems in ((train, 1, args.systems), (val, 2, max(6, args.systems // 4))):
         if not (path / "manifest.json").exists():

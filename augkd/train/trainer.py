@@ -40,19 +40,19 @@ class Normalizer:
 
     @classmethod
     def fit(cls, dataset: FrameDataset, max_rows: int = 2000) -> "Normalizer":
+        """Statistics of (up to ``max_rows`` evenly spaced) finite rows; a bad row is the loss's to report."""
         step = max(1, len(dataset) // max_rows)
-        per_atom, residual, forces = [], [], []
-        for index in range(0, len(dataset), step):
-            frame = dataset.frame(index)
-            per_atom.append(frame.energy / len(frame.atoms))
-            forces.append(torch.as_tensor(frame.forces[~frame.fixed]))
-        mean = float(torch.tensor(per_atom).mean())
-        for index in range(0, len(dataset), step):
-            frame = dataset.frame(index)
-            residual.append(frame.energy - mean * len(frame.atoms))
-        std = float(torch.tensor(per_atom).std()) if len(per_atom) > 1 else 1.0
-        energy_scale = float(torch.tensor(residual).std()) if len(residual) > 1 else 1.0
-        force_scale = float(torch.cat(forces).pow(2).mean().sqrt()) if forces else 1.0
+        frames = [dataset.frame(i) for i in range(0, len(dataset), step)]
+        frames = [f for f in frames if math.isfinite(f.energy) and torch.isfinite(torch.as_tensor(f.forces)).all()]
+        if not frames:
+            raise ConfigError("no row of the training set has finite energy and forces")
+        per_atom = torch.tensor([f.energy / len(f.atoms) for f in frames], dtype=torch.float64)
+        mean = float(per_atom.mean())
+        residual = torch.tensor([f.energy - mean * len(f.atoms) for f in frames], dtype=torch.float64)
+        forces = torch.cat([torch.as_tensor(f.forces[~f.fixed]) for f in frames])
+        std = float(per_atom.std()) if len(frames) > 1 else 1.0
+        energy_scale = float(residual.std()) if len(frames) > 1 else 1.0
+        force_scale = float(forces.pow(2).mean().sqrt()) if forces.numel() else 1.0
         return cls(mean, max(std, 1e-3), max(energy_scale, 1e-3), max(force_scale, 1e-3))
 
 

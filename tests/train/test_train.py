@@ -171,3 +171,37 @@ def test_epoch_sampler_ranks_are_disjoint_and_cover_the_epoch():
     assert len(set(seen[0]) | set(seen[1])) == 10
     again = EpochSampler(10, 2, seed=3, rank=1, world_size=2)
     assert sum((again.next_batch() for _ in range(2)), []) == seen[1][:4]
+
+
+def test_plot_and_cka_commands(emt_data, teacher_checkpoint, tmp_path, capsys):
+    run = teacher_checkpoint.parents[1]
+    assert main(["plot", str(run), "--data", str(emt_data)]) == 0
+    for name in ("learning_curves.png", "parity.png"):
+        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    heat_map = tmp_path / "cka.png"
+    assert main(["analyze", "cka", str(teacher_checkpoint), str(teacher_checkpoint), "--data", str(emt_data),
+                 "--out", str(heat_map)]) == 0
+    table = capsys.readouterr().out
+    assert heat_map.read_bytes()[:4] == b"\x89PNG"
+    # a model compared with itself: every layer matches itself exactly
+    rows = [line.split() for line in table.splitlines() if line.startswith(("M", "U"))]
+    for row in rows:
+        assert float(row[1 + [r[0] for r in rows].index(row[0])]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_nan_loss_stops_with_step_and_sids(emt_data, tmp_path):
+    from augkd.io.dataset import DatasetWriter, read_frames
+
+    frames = list(read_frames(emt_data))[:8]
+    frames[5].energy = float("nan")
+    poisoned = tmp_path / "poisoned"
+    writer = DatasetWriter(poisoned, {"kind": "test", "shard_count": 1})
+    writer.open()
+    writer.write_shard(0, frames, {})
+    writer.finalize(1, {})
+    trainer = Trainer(config(poisoned, steps=20, model_overrides=STUDENT, checkpoint_every=1), tmp_path / "run")
+    with pytest.raises(Exception, match=r"loss is nan at step \d+ \(batch sids .*d1M-7-") as error:
+        trainer.fit(progress=False)
+    step = int(str(error.value).split("at step ")[1].split()[0])
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == step - 1  # the last good step is kept
