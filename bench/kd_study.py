@@ -13,7 +13,6 @@ student 16 × 2); pass --teacher-model painn --student-model painn-small for the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
