@@ -10,6 +10,16 @@ from pathlib import Path
 from augkd.errors import AugkdError
 
 
+def _teacher_kwargs(text: str) -> dict:
+    """``--teacher-kwargs``: a JSON object, or a one-line error."""
+    try:
+        kwargs = json.loads(text)
+    except ValueError:
+        kwargs = None
+    if not isinstance(kwargs, dict):
+        raise AugkdError(f"--teacher-kwargs {text!r} is not a JSON object")
+    return kwargs
+
 def _generate_config(args: argparse.Namespace):
     """The GenerateConfig of a ``generate`` command line (yaml ← overrides ← flags) and its ``workers`` value."""
     from augkd.config import compose
@@ -31,12 +41,7 @@ def _generate_config(args: argparse.Namespace):
     if args.elements is not None:
         flags["systems_sampler.elements"] = [e for e in args.elements.replace(",", " ").split() if e]
     if args.teacher_kwargs is not None:
-        try:
-            flags["teacher_kwargs"] = json.loads(args.teacher_kwargs)
-        except ValueError:
-            flags["teacher_kwargs"] = None
-        if not isinstance(flags["teacher_kwargs"], dict):
-            raise AugkdError(f"--teacher-kwargs {args.teacher_kwargs!r} is not a JSON object")
+        flags["teacher_kwargs"] = _teacher_kwargs(args.teacher_kwargs)
     if args.keep_final:
         flags["frames.keep_final"] = True
     values = compose("generate", args.kind, list(args.overrides))
@@ -255,10 +260,7 @@ def _label(args: argparse.Namespace) -> int:
     from augkd.distributed.label import run_label
     from augkd.generators.label import LabelConfig
 
-    try:
-        kwargs = json.loads(args.teacher_kwargs) if args.teacher_kwargs else {}
-    except ValueError:
-        raise AugkdError(f"--teacher-kwargs {args.teacher_kwargs!r} is not a JSON object") from None
+    kwargs = _teacher_kwargs(args.teacher_kwargs) if args.teacher_kwargs else {}
     features = tuple(f for f in (args.features or "").replace(" ", "").split(",") if f and f != "atom_energy")
     config = LabelConfig(
         teacher=args.teacher, teacher_kwargs=kwargs, features=features,

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from augkd.errors import ConfigError
-from augkd.train.data import FrameDataset, collate
+from augkd.train.data import FrameDataset, iter_batches
 
 
 def _read_csv(path: Path) -> dict[str, np.ndarray]:
@@ -24,8 +24,7 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
 def _predict(model, dataset: FrameDataset, batch_size: int = 8):
     energies, forces = [], []
     model.eval()
-    for start in range(0, len(dataset), batch_size):
-        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+    for batch in iter_batches(dataset, batch_size):
         output = model(batch.batch)
         free = batch.batch.fixed == 0
         energies.append(torch.stack([output.energy.detach(), batch.batch.energy], 1))
@@ -97,8 +96,7 @@ def layer_features(checkpoint: str | Path, dataset: FrameDataset, max_atoms: int
         probe.load_state_dict(model.state_dict())
         probe.to(next(model.parameters()).dtype).eval()
         chunks, seen = [], 0
-        for start in range(0, len(dataset), 8):
-            batch = collate([dataset[i] for i in range(start, min(start + 8, len(dataset)))])
+        for batch in iter_batches(dataset, 8):
             chunks.append(probe(batch.batch).features["node"].detach())
             seen += chunks[-1].shape[0]
             if seen >= max_atoms:

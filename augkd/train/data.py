@@ -38,6 +38,20 @@ class TrainBatch:
     teacher_atoms: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def to(self, device: torch.device) -> "TrainBatch":
+        """This batch with every tensor on ``device`` (in place; a no-op on CPU)."""
+        if device.type == "cpu":
+            return self
+        self.batch = self.batch.to(device)
+        if self.teacher is not None:
+            self.teacher = {
+                k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device))
+                for k, v in self.teacher.items()
+            }
+            self.teacher_rows = self.teacher_rows.to(device)
+            self.teacher_atoms = self.teacher_atoms.to(device)
+        return self
+
 
 class FrameDataset(torch.utils.data.Dataset):
     """All rows of one or more augkd dataset directories (or shard files), indexed 0..len-1."""
@@ -88,6 +102,13 @@ def cached_teacher_outputs(data: dict[str, Any]) -> dict[str, Any] | None:
         out["atom_energy"] = tensor(data["teacher_atom_energy"])
     out["features"] = {name: tensor(value) for name, value in data.get("teacher_features", {}).items()}
     return out
+
+
+def iter_batches(dataset: FrameDataset, batch_size: int, device: torch.device | None = None):
+    """Consecutive batches over the whole dataset, in order (evaluation, analysis)."""
+    for start in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        yield batch.to(device) if device is not None else batch
 
 
 def collate(samples: list[Sample]) -> TrainBatch:

@@ -9,15 +9,17 @@ from typing import Sequence
 import torch
 
 from augkd.errors import ConfigError
-from augkd.train.data import FrameDataset, collate
+from augkd.train.data import FrameDataset, iter_batches
 from augkd.train.metrics import MetricAccumulator, compare_table
 
 
-def evaluate_model(model: torch.nn.Module, dataset: FrameDataset, batch_size: int = 8) -> dict[str, float]:
+def evaluate_model(
+    model: torch.nn.Module, dataset: FrameDataset, batch_size: int = 8, device: torch.device | None = None
+) -> dict[str, float]:
+    """OC20 S2EF metrics of ``model`` over every row of ``dataset`` (micro-averaged)."""
     model.eval()
     metrics = MetricAccumulator()
-    for start in range(0, len(dataset), batch_size):
-        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+    for batch in iter_batches(dataset, batch_size, device):
         metrics.update_output(model(batch.batch), batch.batch)
     return metrics.compute()
 

@@ -321,7 +321,7 @@ class Trainer:
         from augkd.kd.losses import LossBatch, ocp_loss
 
         indices = self.sampler.next_batch()
-        batch = _to_device(collate([self.train_set[i] for i in indices]), self.device)
+        batch = collate([self.train_set[i] for i in indices]).to(self.device)
         data = batch.batch
         self.model.train()
         output = self.model(data)
@@ -370,18 +370,11 @@ class Trainer:
 
     # -- validation --------------------------------------------------------------------------------------------
     def validate(self, model: torch.nn.Module | None = None, dataset: FrameDataset | None = None) -> dict[str, float]:
-        from augkd.train.metrics import MetricAccumulator
+        from augkd.train.evaluate import evaluate_model
 
         model = model if model is not None else self.ema
         dataset = dataset if dataset is not None else self.val_set
-        model.eval()
-        metrics = MetricAccumulator()
-        size = self.config["batch_size"]
-        for start in range(0, len(dataset), size):
-            batch = _to_device(collate([dataset[i] for i in range(start, min(start + size, len(dataset)))]), self.device)
-            output = model(batch.batch)
-            metrics.update_output(output, batch.batch)
-        return metrics.compute()
+        return evaluate_model(model, dataset, self.config["batch_size"], self.device)
 
     def _after_validation(self, metrics: dict[str, float]) -> None:
         name = self.config["best_metric"]
@@ -446,20 +439,6 @@ class Trainer:
         if self.world_size > 1:
             torch.distributed.barrier()  # the others wait until rank 0 has written everything
         return {"step": self.step, "best": self.best, "val": metrics}
-
-
-def _to_device(batch: TrainBatch, device: torch.device) -> TrainBatch:
-    if device.type == "cpu":
-        return batch
-    batch.batch = batch.batch.to(device)
-    if batch.teacher is not None:
-        batch.teacher = {
-            k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device))
-            for k, v in batch.teacher.items()
-        }
-        batch.teacher_rows = batch.teacher_rows.to(device)
-        batch.teacher_atoms = batch.teacher_atoms.to(device)
-    return batch
 
 
 class _Logs:
