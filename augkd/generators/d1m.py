@@ -115,6 +115,7 @@ class _Context:
         self.teacher = teacher
         self.sampler = sampler
         self.relaxed_slabs: OrderedDict[str, Any] = OrderedDict()
+        self.checked_seeds: set[int] = set()  # master seeds for which a system was drawn successfully
 
     def relaxed_slab(self, system: SampledSystem, config: RelaxConfig):
         """The clean slab relaxed by the same teacher (cached per slab); None if its relaxation failed."""
@@ -139,7 +140,9 @@ def _context(teacher: str, teacher_kwargs_json: str, sampler_config: SamplerConf
 def prepare(config: GenerateConfig) -> _Context:
     """Load the teacher and the sampler for ``config`` (once per process) and check that a system can be drawn."""
     context = _context(config.teacher, json.dumps(config.teacher_kwargs, sort_keys=True), config.systems_sampler)
-    context.sampler.sample(config.seed, 0)
+    if config.seed not in context.checked_seeds:  # once per process, not once per shard
+        context.sampler.sample(config.seed, 0)
+        context.checked_seeds.add(config.seed)
     return context
 
 
