@@ -20,9 +20,10 @@ def _teacher_kwargs(text: str) -> dict:
         raise AugkdError(f"--teacher-kwargs {text!r} is not a JSON object")
     return kwargs
 
-def _generate_config(args: argparse.Namespace):
-    """The GenerateConfig of a ``generate`` command line (yaml ← overrides ← flags) and its ``workers`` value."""
+def _generate_job(args: argparse.Namespace):
+    """The job of a ``generate`` command line (yaml ← overrides ← flags) and its ``workers`` value."""
     from augkd.config import compose
+    from augkd.distributed.jobs import GenerateJob
     from augkd.generators.d1m import GenerateConfig
 
     flags = {
@@ -53,43 +54,62 @@ def _generate_config(args: argparse.Namespace):
                 section = section[parent]
             section[leaf] = value
     workers = values.pop("workers", 1)
-    return GenerateConfig.from_dict(values), workers
+    return GenerateJob(GenerateConfig.from_dict(values)), workers
 
 
-def _recipe_argv(args: argparse.Namespace) -> list[str]:
-    """The recipe part of a ``generate`` command line, rebuilt from parsed flags (what SLURM tasks rerun)."""
-    argv = [args.kind]
-    for action in _add_recipe_arguments(argparse.ArgumentParser(add_help=False)):
-        value = getattr(args, action.dest, None)
-        if not action.option_strings or value is None or value is False:
-            continue
-        argv += [action.option_strings[0]] if value is True else [action.option_strings[0], str(value)]
-    return argv + list(args.overrides)
+def _label_job(args: argparse.Namespace):
+    from augkd.distributed.jobs import LabelJob
+    from augkd.generators.label import LabelConfig
 
-
-def _generate(args: argparse.Namespace) -> int:
-    from augkd.distributed.executors import ExecutionRequest, generate
-
-    config, workers = _generate_config(args)
-    request = ExecutionRequest(
-        executor=args.executor, workers=args.workers if args.executor == "dask" else workers,
-        scheduler=args.scheduler, cluster=args.cluster, shard_index=args.shard_index, resume=args.resume,
-        progress=not args.quiet,
+    kwargs = _teacher_kwargs(args.teacher_kwargs) if args.teacher_kwargs else {}
+    features = tuple(f for f in (args.features or "").replace(" ", "").split(",") if f and f != "atom_energy")
+    config = LabelConfig(
+        teacher=args.teacher, teacher_kwargs=kwargs, features=features,
+        atom_energy="atom_energy" in (args.features or ""), feature_dtype=args.feature_dtype,
     )
-    task_argv = [*_recipe_argv(args), "--out", str(args.out.resolve()), "--quiet"]
-    done = generate(config, args.out, request, generate_argv=task_argv)
+    return LabelJob(_existing_dataset(args.source), config), None
+
+
+def _existing_dataset(path: Path) -> Path:
+    from augkd.io.dataset import load_manifest
+
+    load_manifest(path)  # one-line error for a directory that is not a finished dataset
+    return path.resolve()
+
+
+def _recipe_argv(add_recipe, args: argparse.Namespace) -> list[str]:
+    """The recipe part of a job's command line, rebuilt from parsed flags (what SLURM array tasks rerun)."""
+    argv = []
+    for action in add_recipe(argparse.ArgumentParser(add_help=False)):
+        value = getattr(args, action.dest, None)
+        if not action.option_strings:
+            argv.append(str(value))
+        elif value is not None and value is not False:
+            argv += [action.option_strings[0]] if value is True else [action.option_strings[0], str(value)]
+    return argv + list(getattr(args, "overrides", []))
+
+
+def _task_argv(args: argparse.Namespace, command: str) -> list[str]:
+    add_recipe = JOBS[command][0]
+    return [command, *_recipe_argv(add_recipe, args), "--out", str(args.out.resolve()), "--quiet"]
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    from augkd.distributed.executors import ExecutionRequest, execute
+
+    job, default_workers = JOBS[args.command][1](args)
+    workers = args.workers if args.workers is not None or args.executor == "dask" else default_workers
+    request = ExecutionRequest(
+        executor=args.executor, workers=workers, scheduler=args.scheduler, cluster=args.cluster,
+        shard_index=args.shard_index, resume=args.resume, progress=not args.quiet,
+    )
+    done = execute(job, args.out, request, task_argv=_task_argv(args, args.command))
     if "shard" in done:
         print(f"shard {args.shard_index}: {done['shard']['rows']} rows in {args.out} (no manifest: `augkd merge`)")
-        return 0
-    if "submission" in done:
+    elif "submission" in done:
         print(f"submitted job array {done['submission'].job_id} (--array={done['submission'].array}) for {args.out}")
-        return 0
-    manifest = done["manifest"]
-    totals = manifest["totals"]
-    print(
-        f"wrote {totals['rows']} rows from {totals.get('systems_kept', 0)}/{config.systems} systems "
-        f"to {args.out} ({len(manifest['shards'])} shards)"
-    )
+    else:
+        print(job.summary(done["manifest"], args.out))
     return 0
 
 
@@ -122,15 +142,14 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _slurm_submit(args: argparse.Namespace) -> int:
-    from augkd.distributed.slurm_array import ArrayOptions, submit_generate
+    from augkd.distributed.slurm_array import ArrayOptions, submit_array
 
-    config, _ = _generate_config(args)
+    job, _ = JOBS[args.submit_what][1](args)
     options = ArrayOptions(
         parallel=args.parallel, time=args.time, partition=args.partition, gpus_per_task=args.gpus_per_task,
         cpus_per_task=args.cpus_per_task, mem=args.mem, augkd=args.augkd, template=args.template,
     )
-    task_argv = [*_recipe_argv(args), "--out", str(args.out.resolve()), "--quiet"]
-    submission = submit_generate(config, args.out, task_argv, options, dry_run=args.dry_run)
+    submission = submit_array(job, args.out, _task_argv(args, args.submit_what), options, dry_run=args.dry_run)
     return _report_submission(submission, args.dry_run)
 
 
@@ -172,7 +191,7 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_recipe_arguments(gen: argparse.ArgumentParser) -> list[argparse.Action]:
+def _add_generate_recipe(gen: argparse.ArgumentParser) -> list[argparse.Action]:
     """Flags that decide what a generated dataset holds (not how it is run); returned to rebuild command lines."""
     return [
         gen.add_argument("kind", help="dataset recipe: a config in configs/generate/ (d1M)"),
@@ -190,6 +209,56 @@ def _add_recipe_arguments(gen: argparse.ArgumentParser) -> list[argparse.Action]
         gen.add_argument("--bulks", help="bulk database: OC20 bulks.pkl, ASE-readable file(s) or folder"),
         gen.add_argument("--max-atoms", type=int, help="largest adslab (atoms)"),
     ]
+
+
+def _add_label_recipe(label: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [
+        label.add_argument("source", type=Path, help="augkd dataset to label"),
+        label.add_argument("--teacher", required=True),
+        label.add_argument("--teacher-kwargs"),
+        label.add_argument("--features", help="comma list: atom_energy,node,vector,..."),
+        label.add_argument("--feature-dtype", default="float16", choices=("float16", "float32")),
+    ]
+
+
+def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a job runs (never what it makes): shared by generate, label and jitter."""
+    parser.add_argument("--out", required=True, type=Path, help="dataset directory (created, or resumed)")
+    parser.add_argument("--workers", type=int, help="local processes (default 1); dask workers (default: per GPU/core)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--executor", choices=("local", "dask", "slurm-array"), default="local",
+                        help="local processes (default), Dask tasks, or one SLURM array task per shard")
+    parser.add_argument("--scheduler", help="dask: address of a running scheduler, tcp://host:port")
+    parser.add_argument("--cluster", help="dask: start workers as SLURM jobs: slurm (configs/distributed/slurm.yaml) "
+                        "or a yaml file with a dask_cluster section")
+    parser.add_argument("--shard-index", type=int, help="write only this shard, no manifest (a SLURM array task)")
+    parser.add_argument("--resume", action="store_true", help="only finish the dataset already in --out")
+
+
+def _add_array_arguments(submit: argparse.ArgumentParser) -> None:
+    submit.add_argument("--out", required=True, type=Path, help="dataset directory (plan written now)")
+    submit.add_argument("--parallel", type=int, default=64, help="tasks running at once at most (default 64)")
+    submit.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
+    submit.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per task (default 0)")
+    submit.add_argument("--cpus-per-task", type=int, default=1, help="CPUs per task (default 1)")
+    submit.add_argument("--mem", help="memory per task, e.g. 16G")
+    submit.add_argument("--time", default="04:00:00", help="wall time per task, HH:MM:SS (default 04:00:00)")
+    submit.add_argument("--template", help="sbatch template with {{array}}, {{augkd}}, {{args}}")
+    submit.add_argument("--augkd", help="command that runs augkd in a task (default: this Python)")
+    submit.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
+    submit.add_argument("--quiet", action="store_true", help="accepted as in the job's command (tasks never show progress)")
+
+
+# command → (adds the flags that decide what the job makes, builds the job and its default worker count)
+JOBS = {
+    "generate": (_add_generate_recipe, _generate_job),
+    "label": (_add_label_recipe, _label_job),
+}
+JOB_HELP = {
+    "generate": "generate a teacher-labelled synthetic dataset",
+    "label": "add cached teacher outputs (energy, forces, features) to a dataset",
+}
+OVERRIDES_HELP = "hydra-style overrides, e.g. filters.max_abs_force=30"
 
 
 def _parse_kd(text: str) -> list[dict]:
@@ -256,39 +325,17 @@ def _analyze_cka(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label(args: argparse.Namespace) -> int:
-    from augkd.distributed.label import run_label
-    from augkd.generators.label import LabelConfig
-
-    kwargs = _teacher_kwargs(args.teacher_kwargs) if args.teacher_kwargs else {}
-    features = tuple(f for f in (args.features or "").replace(" ", "").split(",") if f and f != "atom_energy")
-    config = LabelConfig(
-        teacher=args.teacher, teacher_kwargs=kwargs, features=features,
-        atom_energy="atom_energy" in (args.features or ""), feature_dtype=args.feature_dtype,
-    )
-    manifest = run_label(args.source, args.out, config, progress=not args.quiet)
-    print(f"labelled {manifest['totals']['rows']} rows into {args.out}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="augkd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    gen = commands.add_parser("generate", help="generate a teacher-labelled synthetic dataset")
-    _add_recipe_arguments(gen)
-    gen.add_argument("--out", required=True, type=Path, help="dataset directory (created, or resumed)")
-    gen.add_argument("--workers", type=int, help="local processes (default 1); dask workers (default: per GPU/core)")
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
-    gen.add_argument("--executor", choices=("local", "dask", "slurm-array"), default="local",
-                     help="local processes (default), Dask tasks, or one SLURM array task per shard")
-    gen.add_argument("--scheduler", help="dask: address of a running scheduler, tcp://host:port")
-    gen.add_argument("--cluster", help="dask: start workers as SLURM jobs: slurm (configs/distributed/slurm.yaml) "
-                     "or a yaml file with a dask_cluster section")
-    gen.add_argument("--shard-index", type=int, help="write only this shard, no manifest (a SLURM array task)")
-    gen.add_argument("--resume", action="store_true", help="only finish the dataset already in --out")
-    gen.add_argument("overrides", nargs="*", help="hydra-style overrides, e.g. filters.max_abs_force=30")
-    gen.set_defaults(run=_generate)
+    for command, (add_recipe, _) in JOBS.items():
+        job = commands.add_parser(command, help=JOB_HELP[command])
+        add_recipe(job)
+        _add_execution_arguments(job)
+        if command == "generate":
+            job.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+        job.set_defaults(run=_run_job)
 
     info = commands.add_parser("info", help="counts, origins, elements, label statistics of a dataset")
     info.add_argument("path", type=Path)
@@ -306,25 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--origin", help="origin of rows that do not carry one (default: dft)")
     convert.set_defaults(run=_convert)
 
-    slurm = commands.add_parser("slurm", help="run generation as a SLURM job array: submit, status, resubmit")
+    slurm = commands.add_parser("slurm", help="run a job (generate, label, ...) as a SLURM job array")
     slurm_commands = slurm.add_subparsers(dest="slurm_command", required=True)
     submit = slurm_commands.add_parser("submit", help="submit one array task per shard")
     submit_what = submit.add_subparsers(dest="submit_what", required=True)
-    submit_gen = submit_what.add_parser("generate", help="the `augkd generate` recipe to run, one task per shard")
-    _add_recipe_arguments(submit_gen)
-    submit_gen.add_argument("--out", required=True, type=Path, help="dataset directory (plan written now)")
-    submit_gen.add_argument("--parallel", type=int, default=64, help="tasks running at once at most (default 64)")
-    submit_gen.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
-    submit_gen.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per task (default 0)")
-    submit_gen.add_argument("--cpus-per-task", type=int, default=1, help="CPUs per task (default 1)")
-    submit_gen.add_argument("--mem", help="memory per task, e.g. 16G")
-    submit_gen.add_argument("--time", default="04:00:00", help="wall time per task, HH:MM:SS (default 04:00:00)")
-    submit_gen.add_argument("--template", help="sbatch template with {{array}}, {{augkd}}, {{generate_args}}")
-    submit_gen.add_argument("--augkd", help="command that runs augkd in a task (default: this Python)")
-    submit_gen.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
-    submit_gen.add_argument("--quiet", action="store_true", help="accepted as in generate (tasks never show progress)")
-    submit_gen.add_argument("overrides", nargs="*", help="hydra-style overrides, e.g. filters.max_abs_force=30")
-    submit_gen.set_defaults(run=_slurm_submit)
+    for command, (add_recipe, _) in JOBS.items():
+        submit_job = submit_what.add_parser(command, help=f"the `augkd {command}` job to run, one task per shard")
+        add_recipe(submit_job)
+        _add_array_arguments(submit_job)
+        if command == "generate":
+            submit_job.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+        submit_job.set_defaults(run=_slurm_submit)
     status = slurm_commands.add_parser("status", help="per-shard state: complete/missing, plus SLURM's view")
     status.add_argument("path", type=Path)
     status.add_argument("--json", action="store_true")
@@ -377,15 +416,6 @@ def build_parser() -> argparse.ArgumentParser:
     cka.add_argument("--out", type=Path, default=Path("cka.png"), help="PNG heat map")
     cka.set_defaults(run=_analyze_cka)
 
-    label = commands.add_parser("label", help="add cached teacher outputs (energy, forces, features) to a dataset")
-    label.add_argument("source", type=Path)
-    label.add_argument("--teacher", required=True)
-    label.add_argument("--teacher-kwargs")
-    label.add_argument("--features", help="comma list: atom_energy,node,vector,...")
-    label.add_argument("--feature-dtype", default="float16", choices=("float16", "float32"))
-    label.add_argument("--out", required=True, type=Path)
-    label.add_argument("--quiet", action="store_true")
-    label.set_defaults(run=_label)
     return parser
 
 

@@ -34,15 +34,16 @@ def recipe(systems: int, shards: int) -> dict:
 def timed_run(config, workers: int, folder: Path) -> dict:
     from distributed import Client
 
-    from augkd.distributed.dask_executor import local_cluster, run_generate_dask
+    from augkd.distributed.dask_executor import local_cluster, run_dask
+    from augkd.distributed.jobs import GenerateJob
     from augkd.generators.d1m import prepare
 
     started = time.perf_counter()
     with local_cluster(workers, gpus=[]) as cluster, Client(cluster) as client:
         client.run(prepare, config)  # the teacher, once per worker, outside the timing
         ready = time.perf_counter()
-        manifest = run_generate_dask(config, folder / f"workers-{workers}", scheduler=cluster.scheduler_address,
-                                     progress=False)
+        manifest = run_dask(GenerateJob(config), folder / f"workers-{workers}",
+                            scheduler=cluster.scheduler_address, progress=False)
         seconds = time.perf_counter() - ready
     return {
         "workers": workers, "seconds": round(seconds, 2), "systems_per_s": round(config.systems / seconds, 3),

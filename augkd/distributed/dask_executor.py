@@ -1,7 +1,7 @@
-"""Run a generator's shards as Dask tasks: on a local cluster, an existing scheduler, or workers started by SLURM.
+"""Run a shard job's shards as Dask tasks: on a local cluster, an existing scheduler, or workers started by SLURM.
 
 One shard = one task, keyed ``shard-<i>``. Tasks run in worker *processes* with one thread each, so the per-process
-cache of ``generate_shard`` loads the teacher once per worker and never shares it between threads.
+caches of the generators load the teacher once per worker and never share it between threads.
 
 Fault tolerance comes from three places, each doing one thing:
 - a task that raises is retried ``retries`` times (``client.submit(retries=...)``);
@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from augkd.errors import AugkdError, ConfigError
-from augkd.generators.d1m import GenerateConfig
 from augkd.io.dataset import PLAN, DatasetError, DatasetWriter
 
-from augkd.distributed.local import _write_one_shard, dataset_plan, open_dataset
+from augkd.distributed.jobs import ShardJob
+from augkd.distributed.local import open_dataset, write_shard_of
 
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds to reach an existing scheduler before giving up
 DEFAULT_RETRIES = 2  # extra attempts of a shard whose task raised
@@ -33,14 +33,6 @@ DEFAULT_RETRIES = 2  # extra attempts of a shard whose task raised
 
 class SchedulerUnreachable(AugkdError):
     """No Dask scheduler answered at the given address."""
-
-
-def _shard_task(config: GenerateConfig, out: str, plan: dict, index: int) -> dict[str, Any]:
-    """Runs on a worker: write one shard unless an earlier attempt already landed it; returns its record."""
-    landed = DatasetWriter(out, plan).complete_shard(index)
-    if landed is not None:
-        return landed.to_dict()
-    return _write_one_shard(config, out, plan, index, None)
 
 
 def visible_gpus() -> list[str]:
@@ -173,8 +165,8 @@ def _client(scheduler: str | None, cluster: str | None, workers: int | None, clu
         started.close()
 
 
-def run_generate_dask(
-    config: GenerateConfig,
+def run_dask(
+    job: ShardJob,
     out: str | Path,
     *,
     scheduler: str | None = None,
@@ -187,7 +179,7 @@ def run_generate_dask(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     on_shard_done: Callable[[Any, int, dict], None] | None = None,
 ) -> dict[str, Any]:
-    """Generate every missing shard of ``config`` into ``out`` as Dask tasks and write the manifest; returns it.
+    """Run every missing shard of ``job`` into ``out`` as Dask tasks and write the manifest; returns it.
 
     ``on_shard_done(client, index, record)`` is called as each shard lands (tests use it to kill a worker).
     """
@@ -199,26 +191,28 @@ def run_generate_dask(
     out = str(out)
     # Refuse bad requests, and learn whether anything is left to do, before starting or reaching a cluster; and
     # reach the cluster before writing anything, so that an unreachable scheduler leaves no directory behind.
-    probe = DatasetWriter(out, dataset_plan(config))
+    job.check_output(out)
+    probe = DatasetWriter(out, job.plan())
     probe.check()
     if resume and not (Path(out) / PLAN).is_file():
         raise DatasetError(f"--resume: {out} holds no dataset to resume (no {PLAN})")
-    todo = probe.missing_shards(config.shards) if (Path(out) / PLAN).is_file() else range(config.shards)
+    count = job.shard_count
+    todo = probe.missing_shards(count) if (Path(out) / PLAN).is_file() else range(count)
     started = time.time()
     if not todo:
-        return probe.finalize(config.shards, {"generation_seconds": 0.0})
+        return probe.finalize(count, {"seconds": 0.0})
     with _client(scheduler, cluster, workers, cluster_options, connect_timeout) as (client, gpu):
-        writer, plan, missing = open_dataset(config, out, resume)
+        writer, plan, missing = open_dataset(job, out, resume)
         resources = {"GPU": 1} if gpu else None
         futures = [
             client.submit(
-                _shard_task, config, out, plan, index, key=f"shard-{index}", pure=False, retries=retries,
+                write_shard_of, job, out, plan, index, None, key=f"shard-{index}", pure=False, retries=retries,
                 resources=resources,
             )
             for index in missing
         ]
         index_of = {future.key: index for future, index in zip(futures, missing)}
-        bar = _ShardProgress(config.shards, config.shards - len(missing), enabled=progress)
+        bar = _ShardProgress(count, count - len(missing), enabled=progress)
         try:
             for future in as_completed(futures, loop=client.loop):
                 try:
@@ -235,11 +229,11 @@ def run_generate_dask(
             bar.close()
             for future in futures:
                 future.cancel()  # after an error: stop the rest instead of leaving them running
-        return writer.finalize(config.shards, {"generation_seconds": round(time.time() - started, 3)})
+        return writer.finalize(count, {"seconds": round(time.time() - started, 3)})
 
 
 class _ShardProgress:
-    """Live progress on stderr: shards done of all, frames kept, frames/s since start."""
+    """Live progress on stderr: shards done of all, rows kept, rows/s since start."""
 
     def __init__(self, total: int, done: int, enabled: bool):
         from tqdm import tqdm
@@ -254,7 +248,7 @@ class _ShardProgress:
     def shard_done(self, frames: int) -> None:
         self.frames += frames
         rate = self.frames / max(time.time() - self.started, 1e-9)
-        self.bar.set_postfix(frames=self.frames, frames_per_s=f"{rate:.1f}", refresh=False)
+        self.bar.set_postfix(rows=self.frames, rows_per_s=f"{rate:.1f}", refresh=False)
         self.bar.update(1)
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""``augkd generate --executor local|dask|slurm-array``: one entry point that hands the shards to an executor."""
+"""``--executor local|dask|slurm-array`` of generate, label and jitter: one entry point that hands a job's shards
+to an executor."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from augkd.errors import ConfigError
-from augkd.generators.d1m import GenerateConfig
+
+from augkd.distributed.jobs import ShardJob
 
 EXECUTORS = ("local", "dask", "slurm-array")
 
 
 @dataclass
 class ExecutionRequest:
-    """How to run (never what is made: that is the GenerateConfig)."""
+    """How to run (never what is made: that is the job)."""
 
     executor: str = "local"
     workers: int | None = None  # local: processes (default 1); dask: workers (default: one per GPU, else per core)
@@ -43,39 +45,39 @@ def distributed_config(name_or_file: str = "slurm") -> dict[str, Any]:
     return values
 
 
-def generate(config: GenerateConfig, out: str | Path, request: ExecutionRequest,
-             generate_argv: list[str] | None = None) -> dict[str, Any]:
-    """Run ``config`` into ``out`` as ``request`` says. Returns what was done:
+def execute(job: ShardJob, out: str | Path, request: ExecutionRequest,
+            task_argv: list[str] | None = None) -> dict[str, Any]:
+    """Run ``job`` into ``out`` as ``request`` says. Returns what was done:
 
     ``{"manifest": ...}`` (local, dask), ``{"shard": record}`` (single shard) or ``{"submission": ...}``
-    (slurm-array; ``generate_argv`` is then the recipe's command line for the tasks).
+    (slurm-array; ``task_argv`` is then the job's command line for the tasks, subcommand first).
     """
     if request.executor not in EXECUTORS:
         raise ConfigError(f"--executor {request.executor!r}: expected one of {', '.join(EXECUTORS)}")
     if (request.scheduler or request.cluster) and request.executor != "dask":
         raise ConfigError("--scheduler and --cluster need --executor dask")
     if request.shard_index is not None:
-        from augkd.distributed.local import generate_one_shard
+        from augkd.distributed.local import write_one_shard
 
-        return {"shard": generate_one_shard(config, out, request.shard_index)}
+        return {"shard": write_one_shard(job, out, request.shard_index)}
     if request.executor == "local":
-        from augkd.distributed.local import run_generate
+        from augkd.distributed.local import run_local
 
         workers = request.workers if request.workers is not None else 1
-        return {"manifest": run_generate(config, out, workers, request.progress, request.resume)}
+        return {"manifest": run_local(job, out, workers, request.progress, request.resume)}
     if request.executor == "dask":
-        from augkd.distributed.dask_executor import run_generate_dask
+        from augkd.distributed.dask_executor import run_dask
 
         cluster, options = request.cluster, None
         if cluster not in (None, "local"):
             options = distributed_config(cluster).get("dask_cluster", {})
             cluster = "slurm"
-        manifest = run_generate_dask(
-            config, out, scheduler=request.scheduler, cluster=cluster, workers=request.workers,
+        manifest = run_dask(
+            job, out, scheduler=request.scheduler, cluster=cluster, workers=request.workers,
             cluster_options=options, progress=request.progress, resume=request.resume,
         )
         return {"manifest": manifest}
-    from augkd.distributed.slurm_array import ArrayOptions, submit_generate
+    from augkd.distributed.slurm_array import ArrayOptions, submit_array
 
     options = ArrayOptions(**{k: v for k, v in distributed_config("slurm").get("array", {}).items() if v is not None})
-    return {"submission": submit_generate(config, out, generate_argv or [], options)}
+    return {"submission": submit_array(job, out, task_argv or [], options)}

@@ -1,4 +1,4 @@
-"""SLURM job arrays: one array task per shard, each running ``augkd generate ... --shard-index $SLURM_ARRAY_TASK_ID``.
+"""SLURM job arrays: one array task per shard, each running ``augkd <job> ... --shard-index $SLURM_ARRAY_TASK_ID``.
 
 The dataset directory is the only state that matters: a shard is done when it is in ``shards/`` with a matching
 sidecar, whatever SLURM says. SLURM's bookkeeping lives next to it in ``DIR/slurm/``:
@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from augkd.errors import AugkdError, ConfigError
-from augkd.generators.d1m import GenerateConfig
 from augkd.io.dataset import write_json_atomic
 
+from augkd.distributed.jobs import ShardJob
 from augkd.distributed.local import open_dataset
 from augkd.distributed.merge import index_ranges, load_plan, missing_shards
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "slurm" / "array.sbatch"
-REQUIRED_PLACEHOLDERS = ("array", "augkd", "generate_args")
+REQUIRED_PLACEHOLDERS = ("array", "augkd", "args")
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
 
@@ -96,7 +96,7 @@ def render(template: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
-def _template_values(out: Path, kind: str, generate_argv: list[str], options: ArrayOptions) -> dict[str, str]:
+def _template_values(out: Path, command: str, task_argv: list[str], options: ArrayOptions) -> dict[str, str]:
     """Everything but ``array``: fixed at submit time and reused by resubmit."""
     directives = []
     if options.partition:
@@ -111,7 +111,7 @@ def _template_values(out: Path, kind: str, generate_argv: list[str], options: Ar
     augkd = options.augkd or f"{shlex.quote(sys.executable)} -m augkd.cli"
     return {
         "out": str(out),
-        "job_name": f"augkd-{kind}-{out.name}",
+        "job_name": f"augkd-{command}-{out.name}",
         "time": options.time,
         "cpus_per_task": str(options.cpus_per_task),
         "log_dir": str(out / "slurm" / "logs"),
@@ -119,7 +119,7 @@ def _template_values(out: Path, kind: str, generate_argv: list[str], options: Ar
         "resource_directives": "\n".join(directives),
         "environment": "\n".join(environment),
         "augkd": augkd,
-        "generate_args": shlex.join(generate_argv),
+        "args": shlex.join(task_argv),
     }
 
 
@@ -188,19 +188,19 @@ def _submit(out: Path, template: str, values: dict[str, str], shards: list[int],
     return Submission(job_id, array, script, str(script_path))
 
 
-def submit_generate(config: GenerateConfig, out: str | Path, generate_argv: list[str], options: ArrayOptions,
-                    dry_run: bool = False) -> Submission:
+def submit_array(job: ShardJob, out: str | Path, task_argv: list[str], options: ArrayOptions,
+                 dry_run: bool = False) -> Submission:
     """Write the plan, render the template and submit one array over the shards not yet complete.
 
-    ``generate_argv`` is the ``augkd generate`` command line without the executable, ``--shard-index`` and
-    execution flags; it must contain ``--out`` with the absolute path of ``out``.
+    ``task_argv`` is the job's ``augkd`` command line (subcommand first) without the executable, ``--shard-index``
+    and execution flags; it must contain ``--out`` with the absolute path of ``out``.
     """
     out = Path(out).resolve()
     template = load_template(options.template)
-    values = _template_values(out, config.kind, generate_argv, options)
+    values = _template_values(out, job.command, task_argv, options)
     if dry_run:  # writes nothing: shows the array over every shard
-        return _submit(out, template, values, list(range(config.shards)), options.parallel, dry_run=True)
-    _, _, missing = open_dataset(config, out)  # refuses a foreign dir or another plan; writes plan.json
+        return _submit(out, template, values, list(range(job.shard_count)), options.parallel, dry_run=True)
+    _, _, missing = open_dataset(job, out)  # refuses a foreign dir or another plan; writes plan.json
     if not missing:
         raise SlurmError(f"{out}: every shard is already complete; `augkd merge {out}` finishes the dataset")
     folder = _slurm_dir(out)

@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 from augkd.errors import ConfigError
 from augkd.records import LabelledFrame
 from augkd.teachers import Teacher
+from augkd.teachers.interface import check_properties
 
 OUTPUTS = ("energy", "forces", "atom_energy")
 
@@ -33,12 +34,8 @@ class LabelConfig:
 
 
 def check_teacher_offers(teacher: Teacher, config: LabelConfig) -> None:
-    shapes = teacher.feature_shapes() if hasattr(teacher, "feature_shapes") else {}
-    missing = [name for name in config.features if name not in shapes]
-    if missing:
-        raise ConfigError(
-            f"teacher {teacher.identity.name} has no feature(s) {missing}; it provides {sorted(shapes) or 'none'}"
-        )
+    wanted = ["atom_energy"] * config.atom_energy + list(config.features)
+    check_properties(teacher.identity.name, wanted, teacher.offered_properties)
 
 
 def label_frames(

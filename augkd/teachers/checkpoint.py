@@ -12,11 +12,10 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from augkd.errors import ConfigError
 from augkd.models.checkpoint import load_model
 from augkd.models.data import atoms_to_batch, cast_batch
 from augkd.models.interface import ModelOutput
-from augkd.teachers.interface import Labels, TeacherIdentity, sha256_file
+from augkd.teachers.interface import Labels, TeacherIdentity, check_properties, sha256_file
 
 OUTPUT_PROPERTIES = ("energy", "forces", "atom_energy")
 
@@ -53,13 +52,12 @@ class CheckpointTeacher:
             graph=replace(graph, edge_vec=graph.edge_vec.detach(), edge_dist=graph.edge_dist.detach()),
         )
 
+    @property
+    def offered_properties(self) -> tuple[str, ...]:
+        return (*OUTPUT_PROPERTIES, *self.feature_shapes())
+
     def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels:
-        unsupported = set(properties) - set(OUTPUT_PROPERTIES) - set(self.feature_shapes())
-        if unsupported:
-            raise ConfigError(
-                f"teacher {self.identity.name} cannot provide {', '.join(sorted(unsupported))} "
-                f"(it has {', '.join([*OUTPUT_PROPERTIES, *self.feature_shapes()])})"
-            )
+        check_properties(self.identity.name, properties, self.offered_properties)
         output = self.predict(atoms_to_batch([atoms], dtype=self.dtype))
         return Labels(
             energy=float(output.energy[0]),

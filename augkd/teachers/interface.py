@@ -24,6 +24,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from augkd.errors import ConfigError
+
 if TYPE_CHECKING:
     from augkd.models.interface import ModelOutput
 
@@ -60,6 +62,9 @@ class Teacher(Protocol):
     #: chemical symbols the teacher can label; None means any
     elements: frozenset[str] | None
 
+    #: what ``label`` can return: energy, forces, then atom_energy and feature names where the teacher has them
+    offered_properties: tuple[str, ...]
+
     def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels: ...
 
     def calculator(self) -> Calculator: ...
@@ -80,12 +85,12 @@ class TorchTeacher(Teacher, Protocol):
 
 
 def check_properties(teacher_name: str, properties: Sequence[str], offered: Sequence[str]) -> set[str]:
-    """The requested properties as a set; ``ValueError`` naming what is not offered, and what is."""
+    """The requested properties as a set; a ConfigError (a ValueError) naming what is not offered, and what is."""
     if isinstance(properties, str):
         properties = (properties,)
     unsupported = [p for p in properties if p not in offered]
     if unsupported:
-        raise ValueError(
+        raise ConfigError(
             f"teacher {teacher_name} cannot provide {', '.join(map(repr, unsupported))} "
             f"(it offers: {', '.join(offered)})"
         )
@@ -94,6 +99,8 @@ def check_properties(teacher_name: str, properties: Sequence[str], offered: Sequ
 
 class CalculatorTeacher:
     """A teacher backed by one ASE calculator: labels come from ``get_potential_energy``/``get_forces``."""
+
+    offered_properties = ("energy", "forces")
 
     def __init__(self, identity: TeacherIdentity, calculator: Calculator, elements: frozenset[str] | None):
         self.identity = identity
@@ -107,7 +114,7 @@ class CalculatorTeacher:
         return {}
 
     def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels:
-        check_properties(self.identity.name, properties, ("energy", "forces"))
+        check_properties(self.identity.name, properties, self.offered_properties)
         atoms = atoms.copy()
         atoms.calc = self._calculator
         energy = float(atoms.get_potential_energy())

@@ -12,13 +12,13 @@ from conftest import small_generate_args
 from generators.test_d1m import assert_same_rows, rows_of
 
 
-def config_of(argv):
-    """The GenerateConfig that `augkd <argv>` would run, parsed exactly as the CLI does."""
-    from augkd.cli import _generate_config
+def job_of(argv):
+    """The job that `augkd <argv>` would run, parsed exactly as the CLI does."""
+    from augkd.cli import JOBS
 
     args, extra = build_parser().parse_known_args(argv)
     args.overrides = list(args.overrides) + extra
-    return _generate_config(args)[0]
+    return JOBS[args.command][1](args)[0]
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +49,10 @@ def test_two_dask_workers_give_the_in_process_rows_and_resume_redoes_only_missin
 def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, tmp_path):
     from distributed import Client
 
-    from augkd.distributed.dask_executor import local_cluster, run_generate_dask
+    from augkd.distributed.dask_executor import local_cluster, run_dask
 
     out = tmp_path / "killed"
-    config = config_of(small_generate_args(out, shards=6))
+    job = job_of(small_generate_args(out, shards=6))
     killed = []
 
     def kill_a_busy_worker(client, index, record):
@@ -67,8 +67,8 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, tmp_path)
 
     with local_cluster(2, gpus=[]) as cluster, Client(cluster) as watcher:
         assert {w["host"] for w in watcher.scheduler_info()["workers"].values()} == {"127.0.0.1"}
-        manifest = run_generate_dask(
-            config, out, scheduler=cluster.scheduler_address, progress=False, on_shard_done=kill_a_busy_worker,
+        manifest = run_dask(
+            job, out, scheduler=cluster.scheduler_address, progress=False, on_shard_done=kill_a_busy_worker,
         )
         assert killed, "the hook never ran"
         # the nanny restarted the killed process: still two workers, one with a new pid

@@ -133,7 +133,7 @@ def test_template_without_required_placeholders_is_refused(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["slurm", "submit", *small_generate_args(out, "--template", str(template))]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and str(template) in err and "{{augkd}}" in err and "{{generate_args}}" in err
+    assert "\n" not in err and str(template) in err and "{{augkd}}" in err and "{{args}}" in err
     assert "{{array}}" not in err
     assert not out.exists()
 

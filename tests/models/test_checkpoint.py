@@ -86,7 +86,7 @@ def test_checkpoint_teacher_labels_match_the_model(teacher_path):
     assert labels.features["vector"].shape == (len(atoms), 3, 32)
     np.testing.assert_allclose(labels.features["node"], out.features["node"].detach().numpy(), rtol=1e-5, atol=1e-6)
     assert teacher.label(atoms).atom_energy is None and teacher.label(atoms).features == {}
-    with pytest.raises(ConfigError, match="cannot provide edge"):
+    with pytest.raises(ConfigError, match="cannot provide 'edge'"):
         teacher.label(atoms, ["energy", "edge"])
 
 

@@ -1,0 +1,159 @@
+"""Shard jobs: what every executor runs. A job is a pure function of (its config, shard index) → rows.
+
+``generate`` relaxes systems; ``label`` and ``jitter`` transform the rows of an existing dataset, one output shard per
+input shard. Every executor (in-process, local processes, Dask, SLURM array tasks) takes a job and only deals with
+where shards run; writing, skipping complete shards, plans and manifests are the executors' shared code.
+
+A job is pickled to worker processes, so it holds only configs and paths; what is expensive to build (the teacher)
+is built once per process by the generator's own cache.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from augkd.errors import ConfigError
+from augkd.generators.d1m import GenerateConfig, ShardResult, generate_shard, prepare
+from augkd.generators.label import LabelConfig, check_teacher_offers, label_frames
+from augkd.io.arrays import encode_array
+from augkd.io.dataset import DatasetWriter, load_manifest, read_frames, shard_paths
+
+# progress(units_done, rows_kept): units are the job's own (systems for generate, input rows otherwise)
+Progress = Callable[[int, int], None]
+
+
+class ShardJob:
+    """The interface executors rely on; subclasses fill it in."""
+
+    command: str  # the `augkd` subcommand that runs one shard of this job (SLURM array tasks)
+    unit: str  # what progress counts
+
+    @property
+    def shard_count(self) -> int:
+        raise NotImplementedError
+
+    def plan(self) -> dict[str, Any]:
+        """What the dataset is: written first, compared on resume. May load the teacher (for its identity)."""
+        raise NotImplementedError
+
+    def units(self, index: int) -> int:
+        raise NotImplementedError
+
+    def run_shard(self, index: int, progress: Progress | None = None) -> ShardResult:
+        raise NotImplementedError
+
+    def check_output(self, out: str | Path) -> None:
+        """Refuse an output directory that cannot be right for this job, before anything is written."""
+
+    def summary(self, manifest: dict[str, Any], out: str | Path) -> str:
+        return f"wrote {manifest['totals']['rows']} rows to {out} ({len(manifest['shards'])} shards)"
+
+
+@dataclass(frozen=True)
+class GenerateJob(ShardJob):
+    config: GenerateConfig
+    command = "generate"
+    unit = "system"
+
+    @property
+    def shard_count(self) -> int:
+        return self.config.shards
+
+    def plan(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "kind": config.kind,
+            "origin": config.origin,
+            "seed": config.seed,
+            "systems": config.systems,
+            "shard_count": config.shards,
+            "teacher": prepare(config).teacher.identity.to_dict(),
+            "config": config.to_dict(),
+        }
+
+    def units(self, index: int) -> int:
+        return len(self.config.shard_systems(index))
+
+    def run_shard(self, index: int, progress: Progress | None = None) -> ShardResult:
+        return generate_shard(self.config, index, progress)
+
+    def summary(self, manifest: dict[str, Any], out: str | Path) -> str:
+        totals = manifest["totals"]
+        return (f"wrote {totals['rows']} rows from {totals.get('systems_kept', 0)}/{self.config.systems} systems "
+                f"to {out} ({len(manifest['shards'])} shards)")
+
+
+@dataclass(frozen=True)
+class SourceJob(ShardJob):
+    """A job whose shard i is made from shard i of an existing dataset (``source``)."""
+
+    source: Path
+    unit = "row"
+    _manifest: dict = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", Path(self.source).resolve())
+        object.__setattr__(self, "_manifest", load_manifest(self.source))
+
+    @property
+    def shard_count(self) -> int:
+        return len(self._manifest["shards"])
+
+    def units(self, index: int) -> int:
+        return int(self._manifest["shards"][index]["rows"])
+
+    def check_output(self, out: str | Path) -> None:
+        if Path(out).resolve() == self.source:
+            raise ConfigError(f"--out {out} must differ from the input dataset")
+
+    def source_plan(self) -> dict[str, Any]:
+        """The part of the plan that pins the input: its shards' checksums and what it was made from."""
+        manifest = self._manifest
+        return {
+            "kind": manifest.get("kind"),
+            "source": str(self.source),
+            "source_shards": [shard["sha256"] for shard in manifest["shards"]],
+            "shard_count": self.shard_count,
+            "teacher": manifest.get("teacher"),
+            "config": manifest.get("config"),
+        }
+
+    def source_frames(self, index: int) -> list:
+        return list(read_frames(shard_paths(self.source)[index]))
+
+
+@lru_cache(maxsize=2)
+def _label_teacher(spec: str, kwargs_json: str):
+    from augkd.teachers import load_teacher
+
+    return load_teacher(spec, json.loads(kwargs_json))
+
+
+@dataclass(frozen=True)
+class LabelJob(SourceJob):
+    config: LabelConfig = None
+    command = "label"
+
+    def teacher(self):
+        teacher = _label_teacher(self.config.teacher, json.dumps(self.config.teacher_kwargs, sort_keys=True))
+        check_teacher_offers(teacher, self.config)
+        return teacher
+
+    def plan(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            **self.source_plan(),
+            "origin": self._manifest.get("origin"),
+            "labelled_by": self.teacher().identity.to_dict(),
+            "label_config": {"features": list(config.features), "atom_energy": config.atom_energy,
+                             "feature_dtype": config.feature_dtype},
+        }
+
+    def run_shard(self, index: int, progress: Progress | None = None) -> ShardResult:
+        count = (lambda done: progress(done, done)) if progress else None
+        frames = label_frames(self.source_frames(index), self.teacher(), self.config, encode_array, count)
+        return ShardResult(frames, {"labelled_rows": len(frames)})
