@@ -39,6 +39,12 @@ def check_teacher_offers(teacher: Teacher, config: LabelConfig) -> None:
         raise ConfigError(
             f"teacher {teacher.identity.name} has no feature(s) {missing}; it provides {sorted(shapes) or 'none'}"
         )
+    per_edge = [name for name in config.features if name in getattr(teacher, "per_edge_features", tuple)()]
+    if per_edge:
+        raise ConfigError(
+            f"teacher {teacher.identity.name}: feature(s) {per_edge} have one row per edge and cannot be cached "
+            "per atom; cache 'edge2node' / 'edge_vector' instead"
+        )
 
 
 def label_frames(

@@ -39,6 +39,10 @@ class CheckpointTeacher:
     def feature_shapes(self) -> dict[str, tuple[int, ...]]:
         return self.model.feature_shapes()
 
+    def per_edge_features(self) -> tuple[str, ...]:
+        """Features with one row per graph edge: ``predict`` gives them, ``label`` (per-atom arrays) cannot."""
+        return self.model.per_edge_features()
+
     def predict(self, batch) -> ModelOutput:
         """The model's outputs for a fairchem batch, detached (no autograd graph is kept)."""
         batch = cast_batch(batch.to(self.device), self.dtype)
@@ -59,6 +63,12 @@ class CheckpointTeacher:
             raise ConfigError(
                 f"teacher {self.identity.name} cannot provide {', '.join(sorted(unsupported))} "
                 f"(it has {', '.join([*OUTPUT_PROPERTIES, *self.feature_shapes()])})"
+            )
+        per_edge = sorted(set(properties) & set(self.per_edge_features()))
+        if per_edge:
+            raise ConfigError(
+                f"teacher {self.identity.name}: {', '.join(per_edge)} has one row per edge, not per atom "
+                "(label its per-atom sums 'edge2node' / 'edge_vector' instead, or use the teacher online)"
             )
         output = self.predict(atoms_to_batch([atoms], dtype=self.dtype))
         return Labels(
