@@ -35,6 +35,14 @@ def select_edges(graph: Graph, mask: torch.Tensor) -> Graph:
     )
 
 
+def pad_rows(values: torch.Tensor, group: torch.Tensor, slot: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """(R, ...) rows → (num_groups, K, ...): row r at [group[r], slot[r]], zeros elsewhere (K = largest slot + 1)."""
+    width = int(slot.max()) + 1 if slot.numel() else 0
+    padded = values.new_zeros((num_groups, width, *values.shape[1:]))
+    padded[group, slot] = values
+    return padded
+
+
 def group_inner_index(groups: torch.Tensor, num_groups: int) -> torch.Tensor:
     """Position of each row within its group, for rows already sorted by group: [0,0,1,1,1] → [0,1,0,1,2]."""
     counts = torch.bincount(groups, minlength=num_groups)
@@ -122,15 +130,9 @@ class Triplets:
             out, inp = out[mask], inp[mask]
         return cls(inp=inp, out=out, slot=group_inner_index(out, num_out), num_out=num_out)
 
-    @property
-    def width(self) -> int:
-        return int(self.slot.max()) + 1 if self.slot.numel() else 0
-
     def pad(self, values: torch.Tensor) -> torch.Tensor:
         """(T, ...) → (num_out, K, ...) with zeros where an output edge has fewer than K rows."""
-        padded = values.new_zeros((self.num_out, self.width, *values.shape[1:]))
-        padded[self.out, self.slot] = values
-        return padded
+        return pad_rows(values, self.out, self.slot, self.num_out)
 
 
 def not_same_neighbour(out_graph: Graph, in_graph: Graph):
@@ -160,14 +162,9 @@ class Quadruplets:
     slot: torch.Tensor  # (Q,)
     num_out: int
 
-    @property
-    def width(self) -> int:
-        return int(self.slot.max()) + 1 if self.slot.numel() else 0
-
     def pad(self, values: torch.Tensor) -> torch.Tensor:
-        padded = values.new_zeros((self.num_out, self.width, *values.shape[1:]))
-        padded[self.out, self.slot] = values
-        return padded
+        """(Q, ...) → (num_out, K, ...), as ``Triplets.pad``."""
+        return pad_rows(values, self.out, self.slot, self.num_out)
 
     @classmethod
     def build(cls, main: Graph, qint: Graph, num_atoms: int) -> Quadruplets:
@@ -209,14 +206,8 @@ class Groups:
         slot[order] = group_inner_index(group[order], num_groups)
         return cls(group=group, slot=slot, num_groups=num_groups)
 
-    @property
-    def width(self) -> int:
-        return int(self.slot.max()) + 1 if self.slot.numel() else 0
-
     def pad(self, values: torch.Tensor) -> torch.Tensor:
-        padded = values.new_zeros((self.num_groups, self.width, *values.shape[1:]))
-        padded[self.group, self.slot] = values
-        return padded
+        return pad_rows(values, self.group, self.slot, self.num_groups)
 
 
 @dataclass

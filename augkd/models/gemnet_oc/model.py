@@ -45,7 +45,7 @@ from augkd.models.gemnet_oc.graphs import (
     select_edges,
     symmetrize,
 )
-from augkd.models.gemnet_oc.layers import Dense, ResidualLayer, fit_scale_factors
+from augkd.models.gemnet_oc.layers import Dense, ResidualLayer, ScaleFactor, fit_scale_factors
 from augkd.models.interface import Graph, build_graph
 
 MAX_ATOMIC_NUMBER = 118
@@ -158,8 +158,6 @@ class GemNetOC(AtomisticModel):
     # -- data-fitted constants ---------------------------------------------------------------------------------
     @property
     def needs_data_fit(self) -> bool:
-        from augkd.models.gemnet_oc.layers import ScaleFactor
-
         return any(isinstance(m, ScaleFactor) and not bool(m.fitted) for m in self.modules())
 
     def fit_to_data(self, batch) -> list[str]:
