@@ -9,7 +9,7 @@ vanilla(1) (online teacher). Prints the paper-style table with gap closed (%), t
     python bench/kd_study.py --teacher-model gemnet-oc-tiny --kd n2n,e2n --out runs/kd-study-gemnet
 
 Sizes default to what runs in ~15 minutes on 2 CPU cores (scaled-down models: PaiNN teacher 64 hidden × 3 layers,
-GemNet-OC teacher 64/64 atom/edge embeddings × 3 blocks on the tiny preset's graphs, student PaiNN 16 × 2); pass
+GemNet-OC teacher: the tiny preset with 32/32 atom/edge embeddings, student PaiNN 16 × 2); pass
 --teacher-model painn (or gemnet-oc) --student-model painn-small for the paper's sizes on a GPU.
 """
 
@@ -27,7 +27,7 @@ CACHED_FEATURE = {"n2n": "node", "e2n": "edge2node"}
 #: scaled-down teachers for the CPU study (overrides of the tiny presets)
 TINY_TEACHERS = {
     "painn-tiny": {"hidden_channels": 64, "num_layers": 3},
-    "gemnet-oc-tiny": {"emb_size_atom": 64, "emb_size_edge": 64, "num_blocks": 3},
+    "gemnet-oc-tiny": {"emb_size_atom": 32, "emb_size_edge": 32},
 }
 
 
@@ -73,7 +73,8 @@ def main() -> None:
         Trainer(TrainConfig.from_dict(values), out / name).fit(progress=False)
         return out / name / "checkpoints" / "best.pt"
 
-    teacher = run("teacher", args.teacher_model, args.teacher_steps, TINY_TEACHERS.get(args.teacher_model, {}) if tiny else {})
+    teacher_overrides = TINY_TEACHERS.get(args.teacher_model, {}) if tiny else {}
+    teacher = run("teacher", args.teacher_model, args.teacher_steps, teacher_overrides)
     features = [CACHED_FEATURE[kind] for kind in kinds if kind in CACHED_FEATURE]
     labelled = out / "data-train-labelled"
     if features and not (labelled / "manifest.json").exists():
@@ -83,10 +84,10 @@ def main() -> None:
     checkpoints = {"teacher": teacher, "student": run("student", args.student_model, args.steps, student)}
     for kind in kinds:
         if kind in CACHED_FEATURE:
+            kd = {"losses": [{"name": kind, "lambda": "auto", "fraction": 0.3}], "auto_lambda": 0.3}
             checkpoints[kind] = run(kind, args.student_model, args.steps, student,
                                     data={"train": [str(labelled)], "val": [str(val)]},
-                                    teacher={"mode": "cached", "spec": None, "kwargs": {}},
-                                    kd={"losses": [{"name": kind, "lambda": "auto", "fraction": 0.3}], "auto_lambda": 0.3})
+                                    teacher={"mode": "cached", "spec": None, "kwargs": {}}, kd=kd)
         else:
             checkpoints[kind] = run(kind, args.student_model, args.steps, student,
                                     teacher={"mode": "online", "spec": f"ckpt:{teacher}", "kwargs": {}},

@@ -165,7 +165,8 @@ def test_bases_pass_gradcheck_and_have_their_defining_values():
     assert torch.autograd.gradcheck(lambda c: circular_basis(c, 5), (cosines,))
     other = torch.tensor([0.5, -0.8, 0.2, 0.9, -0.1], **double)
     assert torch.autograd.gradcheck(lambda a, b: spherical_basis(a, b, 4), (cosines, other))
-    vectors = [torch.nn.functional.normalize(torch.randn(6, 3, dtype=torch.float64), dim=-1).requires_grad_() for _ in range(3)]
+    vectors = [torch.nn.functional.normalize(torch.randn(6, 3, dtype=torch.float64), dim=-1) for _ in range(3)]
+    vectors = [v.requires_grad_() for v in vectors]
     assert torch.autograd.gradcheck(dihedral_cosine, tuple(vectors))
 
     x = torch.linspace(-1, 1, 7, dtype=torch.float64)
@@ -176,7 +177,8 @@ def test_bases_pass_gradcheck_and_have_their_defining_values():
     values = circular_basis(torch.as_tensor(nodes), 5).numpy()
     np.testing.assert_allclose(2 * np.pi * values.T @ (weights[:, None] * values), np.eye(5), atol=1e-12)
     outer = spherical_basis(torch.tensor([0.3]), torch.tensor([-0.6]), 3).reshape(3, 3)
-    np.testing.assert_allclose(outer, np.outer(circular_basis(torch.tensor([0.3]), 3), circular_basis(torch.tensor([-0.6]), 3)), rtol=1e-6)
+    expected = np.outer(circular_basis(torch.tensor([0.3]), 3), circular_basis(torch.tensor([-0.6]), 3))
+    np.testing.assert_allclose(outer, expected, rtol=1e-6)
 
     envelope = PolynomialEnvelope(5)
     edge = torch.tensor([0.0, 1 - 1e-6, 1.0, 1.3], **double)
@@ -219,7 +221,8 @@ def test_interaction_indices_match_brute_force(model):
 
     def brute_triplets(in_edges, out_edges, same_graph):
         return {
-            (i, o) for (i, (ti, si, pi)), (o, (to, so, po)) in itertools.product(enumerate(in_edges), enumerate(out_edges))
+            (i, o)
+            for (i, (ti, si, pi)), (o, (to, so, po)) in itertools.product(enumerate(in_edges), enumerate(out_edges))
             if ti == to and (i != o if same_graph else not (si == so and same(pi, po)))
         }
 
@@ -377,8 +380,8 @@ def test_checkpoint_round_trip_keeps_the_fitted_scales(model, tmp_path):
         assert torch.equal(loaded.state_dict()[key], value), key
     atoms = [rattled_ethanol(), slab(7)]
     before, after = run(model, atoms), run(loaded, atoms)
-    for a, b in [(before.energy, after.energy), (before.forces, after.forces), (before.features["edge"], after.features["edge"])]:
-        assert torch.equal(a, b)
+    assert torch.equal(before.energy, after.energy) and torch.equal(before.forces, after.forces)
+    assert torch.equal(before.features["edge"], after.features["edge"])
 
 
 @pytest.fixture(scope="module")
@@ -429,7 +432,8 @@ def test_ckpt_teacher_predicts_labels_and_caches_per_atom_features(teacher_path,
     row = rows[0]
     direct = teacher.predict(atoms_to_batch([rows.frame(0).atoms]))
     for name in ("node", "edge2node", "edge_vector"):
-        np.testing.assert_allclose(row.teacher["features"][name].numpy(), direct.features[name].numpy(), rtol=1e-5, atol=1e-5)
+        cached, online = row.teacher["features"][name].numpy(), direct.features[name].numpy()
+        np.testing.assert_allclose(cached, online, rtol=1e-5, atol=1e-5)
 
 
 def train_config(data, model, steps, **sections):

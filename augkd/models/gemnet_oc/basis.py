@@ -68,7 +68,8 @@ def circular_basis(cosine: torch.Tensor, num_spherical: int) -> torch.Tensor:
 
 def spherical_basis(cos_angle: torch.Tensor, cos_dihedral: torch.Tensor, num_spherical: int) -> torch.Tensor:
     """"Legendre outer" basis of GemNet-OC: Y_l^0(cos φ)·Y_l'^0(cos θ) for all l, l' < L: (Q,), (Q,) → (Q, L²)."""
-    outer = circular_basis(cos_angle, num_spherical).unsqueeze(-1) * circular_basis(cos_dihedral, num_spherical).unsqueeze(-2)
+    angle, dihedral = circular_basis(cos_angle, num_spherical), circular_basis(cos_dihedral, num_spherical)
+    outer = angle.unsqueeze(-1) * dihedral.unsqueeze(-2)
     return outer.reshape(cos_angle.shape[0], num_spherical**2)
 
 

@@ -19,7 +19,12 @@ from torch import nn
 
 from augkd.models.base import scatter_sum
 from augkd.models.gemnet_oc.graphs import Groups, Quadruplets, Triplets
-from augkd.models.gemnet_oc.layers import Dense, ResidualLayer, ScaleFactor, residual_stack
+from augkd.models.gemnet_oc.layers import (
+    Dense,
+    ResidualLayer,
+    ScaleFactor,
+    residual_stack,
+)
 
 INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 

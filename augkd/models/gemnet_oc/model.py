@@ -25,7 +25,12 @@ import torch
 from torch import nn
 
 from augkd.errors import ConfigError
-from augkd.models.base import AtomisticModel, AtomwiseOutput, parse_feature_layer, scatter_sum
+from augkd.models.base import (
+    AtomisticModel,
+    AtomwiseOutput,
+    parse_feature_layer,
+    scatter_sum,
+)
 from augkd.models.gemnet_oc.basis import (
     BasisEmbedding,
     RadialBasis,
@@ -45,7 +50,12 @@ from augkd.models.gemnet_oc.graphs import (
     select_edges,
     symmetrize,
 )
-from augkd.models.gemnet_oc.layers import Dense, ResidualLayer, ScaleFactor, fit_scale_factors
+from augkd.models.gemnet_oc.layers import (
+    Dense,
+    ResidualLayer,
+    ScaleFactor,
+    fit_scale_factors,
+)
 from augkd.models.interface import Graph, build_graph
 
 MAX_ATOMIC_NUMBER = 118
@@ -149,10 +159,11 @@ class GemNetOC(AtomisticModel):
             for _ in range(s.num_blocks + 1)
         )
         concat = s.num_blocks + 1
-        self.atom_mlp = nn.Sequential(Dense(atom * concat, atom), *(ResidualLayer(atom) for _ in range(s.num_global_out_layers)))
+        global_layers = range(s.num_global_out_layers)
+        self.atom_mlp = nn.Sequential(Dense(atom * concat, atom), *(ResidualLayer(atom) for _ in global_layers))
         self.energy_out = Dense(atom, 1, activation=False)
         if s.direct_forces:
-            self.edge_mlp = nn.Sequential(Dense(edge * concat, edge), *(ResidualLayer(edge) for _ in range(s.num_global_out_layers)))
+            self.edge_mlp = nn.Sequential(Dense(edge * concat, edge), *(ResidualLayer(edge) for _ in global_layers))
             self.force_out = Dense(edge, 1, activation=False)
 
     # -- data-fitted constants ---------------------------------------------------------------------------------
@@ -207,7 +218,9 @@ class GemNetOC(AtomisticModel):
             extra["aeaint"] = aeaint
             ae_target = aeaint.edge_index[1]
             if s.atom_edge_interaction:
-                extra["a2e"] = Triplets.build(target, ae_target, num_atoms, num_main, keep=not_same_neighbour(main, aeaint))
+                extra["a2e"] = Triplets.build(
+                    target, ae_target, num_atoms, num_main, keep=not_same_neighbour(main, aeaint)
+                )
             if s.edge_atom_interaction:
                 extra["e2a"] = Triplets.build(
                     ae_target, target, num_atoms, aeaint.edge_index.shape[1], keep=not_same_neighbour(aeaint, main)
