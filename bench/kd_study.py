@@ -6,7 +6,8 @@ students with the same seed and steps: no KD, and one per ``--kd`` loss: n2n (ca
 vanilla(1) (online teacher). Prints the paper-style table with gap closed (%), then ONE JSON line with all metrics.
 
     python bench/kd_study.py [--steps 400] [--teacher-steps 800] [--systems 40] [--out runs/kd-study]
-    python bench/kd_study.py --teacher-model gemnet-oc-tiny --kd n2n,e2n --out runs/kd-study-gemnet
+    python bench/kd_study.py --teacher-model gemnet-oc-tiny --kd n2n,e2n --systems 32 --teacher-steps 400 \
+        --steps 300 --out runs/kd-study-gemnet
 
 Sizes default to what runs in ~15 minutes on 2 CPU cores (scaled-down models: PaiNN teacher 64 hidden × 3 layers,
 GemNet-OC teacher: the tiny preset with 32/32 atom/edge embeddings, student PaiNN 16 × 2); pass
