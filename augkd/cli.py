@@ -382,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val", nargs="+", type=Path, help="validation dataset directories")
     train.add_argument("--out", required=True, type=Path, help="run directory (resumed if it holds a run)")
     train.add_argument("--config", default="default", help="configs/train/<name>.yaml")
-    train.add_argument("--model", help="schnet, painn, painn-small, schnet-tiny, painn-tiny")
+    train.add_argument("--model", help="schnet, painn, painn-small, gemnet-oc, gemnet-oc-small, schnet-tiny, painn-tiny, "
+                       "gemnet-oc-tiny")
     train.add_argument("--teacher", help="'cached' (outputs from `augkd label`) or an online teacher spec")
     train.add_argument("--kd", help="KD losses name:lambda, e.g. n2n:100,vanilla1:1 (lambda 'auto' allowed)")
     train.add_argument("--steps", type=int)

@@ -34,6 +34,12 @@ class LabelConfig:
 
 
 def check_teacher_offers(teacher: Teacher, config: LabelConfig) -> None:
+    per_edge = [name for name in config.features if name in getattr(teacher, "per_edge_features", tuple)()]
+    if per_edge:
+        raise ConfigError(
+            f"teacher {teacher.identity.name}: feature(s) {per_edge} have one row per edge and cannot be cached "
+            "per atom; cache 'edge2node' / 'edge_vector' instead"
+        )
     wanted = ["atom_energy"] * config.atom_energy + list(config.features)
     check_properties(teacher.identity.name, wanted, teacher.offered_properties)
 

@@ -3,7 +3,7 @@
 ``ProjectionHeads`` is an ``nn.ModuleDict`` keyed by loss name: ``n2n`` and ``e2n`` map node features (N, C_s) →
 (N, C_t) with a Linear (with bias); ``v2v`` maps vector features (N, 3, C_s) → (N, 3, C_t) with a Linear without
 bias on the channel axis, which commutes with rotations of the 3-axis (keeps equivariance). A head is created for
-each configured feature loss even when C_s == C_t. The trainer attaches it to the student as ``student.kd_heads``
+each configured feature loss even when C_s == C_t; ``e2e`` maps per-edge features (E, C_s) → (E, C_t) with a Linear. The trainer attaches it to the student as ``student.kd_heads``
 so it trains and checkpoints with it (state_dict keys ``kd_heads.*``); ``strip_kd_heads`` drops it for deployment.
 """
 
@@ -37,7 +37,7 @@ def feature_shapes(features) -> dict[str, tuple]:
 
 
 class ProjectionHeads(nn.ModuleDict):
-    """One learned head per feature KD loss (n2n, e2n, v2v) in ``losses``; other loss names are ignored."""
+    """One learned head per feature KD loss (n2n, e2n, v2v, e2e) in ``losses``; other loss names are ignored."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The base OCP loss L0 and the five KD losses (shared spec, algorithms.md "KD losses").
+"""The base OCP loss L0 and the KD losses (shared spec, algorithms.md "KD losses"; e2e between GemNet-OC models).
 
 One code path serves an online teacher and cached teacher outputs: both are turned into a ``TeacherTargets``
 (``TeacherTargets.from_output(teacher_model_output)`` online; the constructor with tensors read from the dataset
@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from augkd.errors import ConfigError
-from augkd.models.interface import ModelOutput
+from augkd.models.interface import ModelOutput, match_edges
 
 if TYPE_CHECKING:  # pragma: no cover
     from augkd.kd.heads import ProjectionHeads
 
-KD_LOSS_NAMES = ("vanilla1", "vanilla2", "n2n", "e2n", "v2v")
+KD_LOSS_NAMES = ("vanilla1", "vanilla2", "n2n", "e2n", "v2v", "e2e")
 #: The loss that owns each projection head (and the student feature it maps).
-HEAD_LOSSES = {"n2n": "node", "e2n": "node", "v2v": "vector"}
+HEAD_LOSSES = {"n2n": "node", "e2n": "node", "v2v": "vector", "e2e": "edge"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -91,6 +91,7 @@ class TeacherTargets:
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     edge_index: torch.Tensor | None = None  # (2, E), only with 'edge' features
     edge_unit_vec: torch.Tensor | None = None  # (E, 3), only with 'edge' features
+    edge_cell_offsets: torch.Tensor | None = None  # (E, 3) integer cell shifts of the edges (online teachers)
     mask: torch.Tensor | None = None  # (N,) bool; None = every atom has its per-atom targets
     system_mask: torch.Tensor | None = None  # (B,) bool, systems with cached energy/forces; None = from ``mask``
 
@@ -105,10 +106,11 @@ class TeacherTargets:
             return None if t is None else (t.detach() if detach else t)
 
         features = {k: d(v) for k, v in output.features.items()}
-        edge_index = unit = None
+        edge_index = unit = offsets = None
         if "edge" in features and output.graph is not None:
             edge_index = output.graph.edge_index
             unit = d(output.graph.unit_vec)
+            offsets = output.graph.cell_offsets
             num_nodes = output.forces.shape[0]
             if "edge2node" not in features:
                 features["edge2node"] = edge_to_node(features["edge"], edge_index, num_nodes)
@@ -121,6 +123,7 @@ class TeacherTargets:
             features=features,
             edge_index=edge_index,
             edge_unit_vec=unit,
+            edge_cell_offsets=offsets,
         )
 
     def systems_with_targets(self, info: LossBatch) -> torch.Tensor | None:
@@ -165,6 +168,7 @@ TEACHER_FEATURES = {
     "n2n": ("node",),
     "e2n": ("edge2node", "edge"),
     "v2v": ("vector", "edge_vector", "edge"),
+    "e2e": ("edge",),
 }
 
 
@@ -174,7 +178,7 @@ def resolve_teacher_feature(loss_name: str, available: Iterable[str]) -> str | N
     for name in TEACHER_FEATURES.get(loss_name, ()):
         if name in available:
             if name == "edge":
-                return "edge2node" if loss_name == "e2n" else "edge_vector"
+                return {"e2n": "edge2node", "v2v": "edge_vector"}.get(loss_name, "edge")
             return name
     return None
 
@@ -185,6 +189,8 @@ def missing_teacher_message(loss_name: str, teacher_name: str, available: Iterab
         need = "teacher 'edge' or 'edge2node' features"
     elif loss_name == "v2v":
         need = "teacher 'vector' features (or 'edge'/'edge_vector' features to derive them from)"
+    elif loss_name == "e2e":
+        need = "teacher per-edge 'edge' features from an online teacher (per-edge features are not cached)"
     elif loss_name == "vanilla2":
         need = "teacher per-atom energies ('atom_energy')"
     else:
@@ -382,6 +388,35 @@ class Edge2NodeLoss(_HeadFeatureLoss):
 
 
 @dataclass
+class Edge2EdgeLoss(_HeadFeatureLoss):
+    """e2e: MSE(M_s(H_edge,s), H_edge,t) over the edges both models share (same atoms and cell offset), mean over
+    edges × channels; an edge's weight and mask are those of its centre atom. For GemNet-OC → GemNet-OC-small,
+    whose graphs coincide when cutoffs and neighbour limits agree."""
+
+    name: str = "e2e"
+
+    def __call__(self, student, teacher, info, heads=None, sample_weight=None, atom_weight=None):
+        if "edge" not in student.features or student.graph is None:
+            raise ConfigError("e2e needs the student's per-edge 'edge' features and its graph; the student has none")
+        if heads is None or self.name not in heads:
+            raise ConfigError("e2e needs its projection head (build ProjectionHeads with the student)")
+        if "edge" not in teacher.features or teacher.edge_index is None or teacher.edge_cell_offsets is None:
+            raise ConfigError(missing_teacher_message("e2e", "the teacher", teacher.available()))
+        graph = student.graph
+        rows, teacher_rows = match_edges(
+            graph.edge_index, graph.cell_offsets, teacher.edge_index, teacher.edge_cell_offsets, info.batch.shape[0]
+        )
+        pred = heads[self.name](student.features["edge"][rows])
+        target = teacher.features["edge"][teacher_rows]
+        centre = graph.edge_index[1, rows]
+        weight = _atom_weight(info, sample_weight, atom_weight)
+        return feature_loss(
+            pred, target, kind=self.kind, weight=None if weight is None else weight[centre],
+            mask=None if teacher.mask is None else teacher.mask[centre],
+        )
+
+
+@dataclass
 class Vector2VectorLoss(_HeadFeatureLoss):
     """v2v: MSE over N×3×C of W(H_vec,s) (channel-wise Linear, no bias) vs the teacher vector (or edge_vector)."""
 
@@ -397,6 +432,7 @@ _TERM_OPTIONS = {
     "n2n": {"loss"},
     "e2n": {"loss"},
     "v2v": {"loss"},
+    "e2e": {"loss"},
 }
 _COMMON_OPTIONS = {"name", "lambda", "fraction"}
 
@@ -433,7 +469,7 @@ class KDLoss:
     """Σ_k λ_k·L_KD,k from a config list, e.g. ``[{"name": "n2n", "lambda": 100}, {"name": "vanilla1",
     "lambda": 1}]``.
 
-    Per term: ``name`` (vanilla1, vanilla2, n2n, e2n, v2v), ``lambda`` (a number ≥ 0 or ``"auto"``), ``fraction``
+    Per term: ``name`` (vanilla1, vanilla2, n2n, e2n, v2v, e2e), ``lambda`` (a number ≥ 0 or ``"auto"``), ``fraction``
     (auto only; default ``auto_fraction``), ``loss`` ("mse"/"mae", feature losses), ``alpha_energy``/``alpha_force``
     (vanilla1; default the training α). ``energy_scale``/``force_scale``: the normalisation divisors shared with
     L0 so teacher and student outputs are compared in the same space.
@@ -491,7 +527,7 @@ class KDLoss:
             elif name == "vanilla2":
                 self.losses[name] = Vanilla2Loss(energy_scale=energy_scale)
             else:
-                cls = {"n2n": Node2NodeLoss, "e2n": Edge2NodeLoss, "v2v": Vector2VectorLoss}[name]
+                cls = {"n2n": Node2NodeLoss, "e2n": Edge2NodeLoss, "v2v": Vector2VectorLoss, "e2e": Edge2EdgeLoss}[name]
                 self.losses[name] = cls(kind=kind)
 
     @property

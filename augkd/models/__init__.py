@@ -1,4 +1,4 @@
-"""augkd models: SchNet and PaiNN over fairchem ``AtomicData`` batches, all returning ``ModelOutput``.
+"""augkd models: SchNet, PaiNN and GemNet-OC over fairchem ``AtomicData`` batches, all returning ``ModelOutput``.
 
 ``build_model(name, **overrides)`` constructs one; ``save_model``/``load_model`` store and restore it.
 """

@@ -81,8 +81,25 @@ class AtomisticModel(nn.Module):
         self.energy_scale.fill_(float(std))
         self.force_scale.fill_(float(force_std))
 
+    @property
+    def needs_data_fit(self) -> bool:
+        """True while the model has constants still to be fitted on data (GemNet-OC's scale factors)."""
+        return False
+
+    def fit_to_data(self, batch) -> list[str]:
+        """Fit such constants on one batch; returns the names of those the batch could not fit."""
+        return []
+
     def feature_shapes(self) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
+
+    def per_edge_features(self) -> tuple[str, ...]:
+        """Names in ``feature_shapes`` with one row per edge of ``ModelOutput.graph`` (the rest: one per atom)."""
+        return ()
+
+    def make_graph(self, batch) -> Graph:
+        """The graph ``body`` runs on; models with several graphs return a ``Graph`` subclass that carries them."""
+        return build_graph(batch, self.settings.cutoff, self.settings.max_neighbors)
 
     def body(self, atomic_numbers: torch.Tensor, graph: Graph) -> AtomwiseOutput:
         raise NotImplementedError
@@ -96,7 +113,7 @@ class AtomisticModel(nn.Module):
         with torch.enable_grad() if gradient_forces else contextlib.nullcontext():
             if gradient_forces and not pos.requires_grad:
                 pos.requires_grad_(True)  # before the graph is built, so edge vectors depend on it (fairchem's way)
-            graph = build_graph(batch, self.settings.cutoff, self.settings.max_neighbors)
+            graph = self.make_graph(batch)
             raw = self.body(batch.atomic_numbers.long(), graph)
             atom_energy = self.energy_scale * raw.atom_energy + self.energy_shift
             energy = scatter_sum(atom_energy, batch.batch, int(batch.natoms.shape[0]))

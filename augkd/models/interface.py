@@ -62,3 +62,32 @@ def build_graph(batch, cutoff: float, max_neighbors: int) -> Graph:
         edge_dist=graph["edge_distance"],
         cell_offsets=graph["cell_offsets"].to(batch.pos.dtype),
     )
+
+
+def edge_keys(index: torch.Tensor, offsets: torch.Tensor, num_atoms: int, reach: int) -> torch.Tensor:
+    """One int64 per directed edge (source, target, integer cell offset); ``reach`` bounds |offset| components."""
+    base = 2 * reach + 1
+    shifted = offsets.round().long() + reach
+    key = index[0].long() * num_atoms + index[1].long()
+    for axis in range(3):
+        key = key * base + shifted[:, axis]
+    return key
+
+
+def offset_reach(*offsets: torch.Tensor) -> int:
+    values = [int(o.detach().abs().max()) for o in offsets if o.numel()]
+    return max(values, default=0) + 1
+
+
+def match_edges(
+    index_a: torch.Tensor, offsets_a: torch.Tensor, index_b: torch.Tensor, offsets_b: torch.Tensor, num_atoms: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions (ia, ib) of the edges present in both edge lists (same source, target and cell offset)."""
+    reach = offset_reach(offsets_a, offsets_b)
+    keys_a = edge_keys(index_a, offsets_a, num_atoms, reach)
+    keys_b = edge_keys(index_b, offsets_b, num_atoms, reach)
+    order = torch.argsort(keys_b)
+    sorted_b = keys_b[order]
+    position = torch.searchsorted(sorted_b, keys_a).clamp_max(max(sorted_b.shape[0] - 1, 0))
+    found = sorted_b[position] == keys_a if sorted_b.numel() else torch.zeros_like(keys_a, dtype=torch.bool)
+    return torch.nonzero(found).squeeze(1), order[position[found]]

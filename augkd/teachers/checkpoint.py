@@ -12,6 +12,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from augkd.errors import ConfigError
 from augkd.models.checkpoint import load_model
 from augkd.models.data import atoms_to_batch, cast_batch
 from augkd.models.interface import ModelOutput
@@ -38,6 +39,10 @@ class CheckpointTeacher:
     def feature_shapes(self) -> dict[str, tuple[int, ...]]:
         return self.model.feature_shapes()
 
+    def per_edge_features(self) -> tuple[str, ...]:
+        """Features with one row per graph edge: ``predict`` gives them, ``label`` (per-atom arrays) cannot."""
+        return self.model.per_edge_features()
+
     def predict(self, batch) -> ModelOutput:
         """The model's outputs for a fairchem batch, detached (no autograd graph is kept)."""
         batch = cast_batch(batch.to(self.device), self.dtype)
@@ -54,9 +59,16 @@ class CheckpointTeacher:
 
     @property
     def offered_properties(self) -> tuple[str, ...]:
-        return (*OUTPUT_PROPERTIES, *self.feature_shapes())
+        per_edge = set(self.per_edge_features())
+        return (*OUTPUT_PROPERTIES, *(name for name in self.feature_shapes() if name not in per_edge))
 
     def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels:
+        per_edge = sorted(set(properties) & set(self.per_edge_features()))
+        if per_edge:
+            raise ConfigError(
+                f"teacher {self.identity.name}: {', '.join(per_edge)} has one row per edge, not per atom "
+                "(label its per-atom sums 'edge2node' / 'edge_vector' instead, or use the teacher online)"
+            )
         check_properties(self.identity.name, properties, self.offered_properties)
         output = self.predict(atoms_to_batch([atoms], dtype=self.dtype))
         return Labels(

@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,8 @@ class Trainer:
             self.student.fit_energy_normalizer(
                 self.normalizer.energy_per_atom_mean, self.normalizer.energy_per_atom_std, self.normalizer.force_scale
             )
+            if self.student.needs_data_fit:
+                self._fit_student_to_data()
 
         self.teacher = None
         teacher_cfg = config["teacher"]
@@ -210,6 +213,14 @@ class Trainer:
             self._restore(saved)
 
     # -- set-up helpers ----------------------------------------------------------------------------------------
+    def _fit_student_to_data(self) -> None:
+        """A fresh student's data-fitted constants (GemNet-OC's scale factors) from the first training rows; a
+        resumed run takes them from its checkpoint."""
+        rows = [self.train_set[i] for i in range(min(len(self.train_set), self.config["batch_size"]))]
+        unfitted = self.student.fit_to_data(collate(rows).batch)
+        if unfitted and self.rank == 0:
+            warnings.warn(f"the first training batch left {len(unfitted)} scale factors at 1 ({', '.join(unfitted)})")
+
     def _teacher_feature_shapes(self) -> dict[str, tuple]:
         if self.teacher is not None:
             shapes = dict(self.teacher.feature_shapes()) if hasattr(self.teacher, "feature_shapes") else {}

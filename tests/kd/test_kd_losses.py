@@ -256,8 +256,8 @@ def test_vanilla1_alpha_from_config_defaults_to_training_alpha():
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="unknown KD loss 'e2e'"):
-        KDLoss([{"name": "e2e", "lambda": 1}])
+    with pytest.raises(ConfigError, match="unknown KD loss 'n2e'"):
+        KDLoss([{"name": "n2e", "lambda": 1}])
     with pytest.raises(ConfigError, match="twice"):
         KDLoss([{"name": "n2n"}, {"name": "n2n"}])
     with pytest.raises(ConfigError, match="lambda"):
@@ -322,3 +322,39 @@ def test_loss_batch_from_atomic_data():
     info = LossBatch.from_data(Data())
     assert info.num_systems == 2 and info.free.tolist() == [False, True, True]
     assert math.isclose(float(weighted_mean(torch.ones(3), mask=info.free)), 1.0)
+
+
+def test_e2e_compares_the_edges_both_graphs_share_whatever_their_order():
+    info = LossBatch(batch=torch.tensor([0, 0, 0]), num_systems=1)
+    zero = torch.zeros(3)
+
+    def graph(index, offsets):
+        e = len(index[0])
+        return Graph(edge_index=torch.tensor(index), edge_vec=torch.ones(e, 3), edge_dist=torch.ones(e),
+                     cell_offsets=torch.tensor(offsets, dtype=torch.float32))
+
+    # student edges: 1→0, 2→0, 0→1 (image +x), 2→1; teacher: 2→1, 1→0, 0→1 (home cell), 0→2 — shared: 2→1, 1→0
+    student_graph = graph([[1, 2, 0, 2], [0, 0, 1, 1]], [[0, 0, 0]] * 2 + [[1, 0, 0], [0, 0, 0]])
+    teacher_graph = graph([[2, 1, 0, 0], [1, 0, 1, 2]], [[0, 0, 0]] * 4)
+    student_edges = torch.tensor([[1.0, 2.0], [5.0, 5.0], [7.0, 7.0], [3.0, 0.0]], requires_grad=True)
+    teacher_edges = torch.tensor([[3.0, 1.0], [0.0, 2.0], [9.0, 9.0], [9.0, 9.0]])
+    student = ModelOutput(energy=torch.zeros(1), forces=torch.zeros(3, 3), atom_energy=zero,
+                          features={"node": torch.zeros(3, 2), "edge": student_edges}, graph=student_graph)
+    teacher = TeacherTargets.from_output(
+        ModelOutput(energy=torch.zeros(1), forces=torch.zeros(3, 3), atom_energy=zero,
+                    features={"edge": teacher_edges}, graph=teacher_graph)
+    )
+    kd = KDLoss([{"name": "e2e", "lambda": 2.0}])
+    kd.check({"node": (2,), "edge": (2,)}, feature_shapes(teacher))
+    heads = ProjectionHeads({"edge": (2,)}, feature_shapes(teacher), kd)
+    with torch.no_grad():
+        heads["e2e"].weight.copy_(torch.eye(2))
+        heads["e2e"].bias.zero_()
+    total, parts = kd(student, teacher, info, heads)
+    # 1→0: (1,2) vs (0,2) → 1; 2→1: (3,0) vs (3,1) → 1; mean over 2 edges × 2 channels
+    assert parts["e2e"] == pytest.approx(0.5) and total.item() == pytest.approx(1.0)
+    total.backward()
+    assert torch.all(student_edges.grad[[1, 2]] == 0) and student_edges.grad[[0, 3]].abs().sum() > 0
+    cached = TeacherTargets(energy=None, forces=None, features={"node": torch.zeros(3, 2)})
+    with pytest.raises(ConfigError, match="e2e needs teacher per-edge 'edge' features"):
+        kd(student, cached, info, heads)
