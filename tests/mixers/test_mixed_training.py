@@ -203,3 +203,33 @@ def test_cli_alpha_target_and_r_sdft_end_to_end(tmp_path, capsys):
     assert [e["alpha_synthetic"] for e in info["epochs"]] == pytest.approx(
         [int(e["draws_synthetic"]) / 12 for e in epochs])
     assert np.isfinite(info["val"]["energy_mae"])
+
+
+@pytest.mark.slow
+def test_ddp_ranks_train_disjoint_shares_of_the_mixture(two_sources, tmp_path):
+    """Two gloo ranks under torchrun: epochs.csv counts both ranks' draws, which are the one-process epoch's."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dft, syn = two_sources
+    run = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+        "-m", "augkd.cli", "train", "--data", str(dft), "--synthetic", str(syn), "--alpha-target", "0.5",
+        "--r-sdft", "0.3", "--out", str(run), "--model", "painn-tiny", "--steps", "5", "--batch-size", "2",
+        "--quiet", "mixer.epoch_length=9", "+model.overrides.hidden_channels=16", "+model.overrides.num_layers=2",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 9 draws → 4 per rank (one dropped): batches of 2, 2 per epoch; 5 steps = epochs 0, 1 and half of 2
+    epochs = read_csv(run / "epochs.csv")
+    assert [(int(e["epoch"]), int(e["complete"]), int(e["draws"])) for e in epochs] == [(0, 1, 8), (1, 1, 8), (2, 0, 4)]
+    sampler = Trainer(config(dft, syn, "steps=5", "batch_size=2", mixer={"alpha_target": 0.5, "r_sdft": 0.3,
+                                                                         "epoch_length": 9}), tmp_path / "x").sampler
+    for row in epochs:
+        sources, _ = sampler.epoch_draws(int(row["epoch"]))
+        drawn = sources[: int(row["draws"])]
+        assert int(row["draws_synthetic"]) == int((drawn == 1).sum())
