@@ -103,3 +103,28 @@ def test_weighted_kd_losses_equal_the_hand_computed_ones():
     w_dft = float(w[0])
     expected = (w_dft * 0.5 + w_dft * 2.0 + w_s * 5.0 + w_dft * 0.0 + w_dft * 1.0) / 5
     assert parts["n2n"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_weighted_e2n_and_v2v_equal_the_hand_computed_ones():
+    info, e_pred, _, f_pred, _ = tiny_batch()
+    w = origin_weights(["dft", "synthetic", "dft"], {"synthetic": 2.0}).float()
+    w_dft, w_s = float(w[0]), float(w[1])
+    node = torch.arange(10.0).reshape(5, 2) / 10
+    vector = torch.arange(30.0).reshape(5, 3, 2) / 30
+    student = ModelOutput(energy=e_pred, forces=f_pred, atom_energy=torch.zeros(5),
+                          features={"node": node, "vector": vector})
+    teacher = TeacherTargets(energy=None, forces=None, features={"edge2node": torch.zeros(5, 2),
+                                                                 "vector": torch.ones(5, 3, 2)})
+    kd = KDLoss([{"name": "e2n", "lambda": 1.0}, {"name": "v2v", "lambda": 1.0, "loss": "mae"}])
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    heads = torch.nn.ModuleDict({"e2n": Identity(), "v2v": Identity()})
+    _, parts = kd(student, teacher, info, heads, sample_weight=w)
+    per_atom_w = [w_dft, w_dft, w_s, w_dft, w_dft]
+    e2n = sum(wa * float(node[a].square().mean()) for a, wa in enumerate(per_atom_w)) / 5
+    v2v = sum(wa * float((vector[a] - 1).abs().mean()) for a, wa in enumerate(per_atom_w)) / 5
+    assert parts["e2n"] == pytest.approx(e2n, rel=1e-6)
+    assert parts["v2v"] == pytest.approx(v2v, rel=1e-6)
