@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from augkd.errors import ConfigError
-from augkd.mixers.sampler import ALPHA_SUM_TOLERANCE, MixtureSampler, check_alphas
+from augkd.mixers.sampler import MixtureSampler, check_alphas
 from augkd.mixers.weights import check_ratio, origin_weights
 
 SYNTHETIC = "synthetic"
@@ -54,9 +54,9 @@ class Source:
 def parse_source(text: str) -> dict[str, Any]:
     """``[ORIGIN=]DIR[:ALPHA]`` (the ``--source`` flag) → a ``data.sources`` entry."""
     origin, sep, rest = text.partition("=")
-    if not sep:
+    if not sep or "/" in origin:  # no origin named ('=' inside a path)
         origin, rest = "", text
-    elif not origin or "/" in origin:
+    elif not origin:
         raise ConfigError(f"--source {text!r}: write ORIGIN=DIR[:ALPHA], e.g. rattle=data/rattle:0.2")
     path, colon, tail = rest.rpartition(":")
     entry: dict[str, Any] = {"path": rest}

@@ -65,8 +65,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def format_run_info(info: dict[str, Any]) -> str:
     kd = ", ".join(info["kd"]) or "none"
-    lines = [f"{info['path']}: training run of {info['model']}, step {info['step']}/{info['steps']} "
-             f"(teacher {info['teacher']}, KD {kd})"]
+    title = (f"{info['path']}: training run of {info['model']}, step {info['step']}/{info['steps']} "
+             f"(teacher {info['teacher']}, KD {kd})")
+    lines = [title]
     mixture = info["mixture"]
     origins: list[str] = []
     if mixture:

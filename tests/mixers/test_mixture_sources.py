@@ -64,8 +64,11 @@ def test_parse_source():
     assert parse_source("rattle=data/r:0.2") == {"origin": "rattle", "path": "data/r", "alpha": 0.2}
     assert parse_source("data/r") == {"path": "data/r"}
     assert parse_source("dft=C:/data") == {"origin": "dft", "path": "C:/data"}  # a ':' of the path stays
+    assert parse_source("runs/a=b:0.5") == {"path": "runs/a=b", "alpha": 0.5}  # an '=' of the path stays
     with pytest.raises(ConfigError, match="names no directory"):
         parse_source("dft=")
+    with pytest.raises(ConfigError, match="write ORIGIN=DIR"):
+        parse_source("=data/x")
 
 
 @pytest.mark.parametrize(
