@@ -25,6 +25,7 @@ def two_sources(tmp_path_factory):
 
 @pytest.fixture
 def one_thread():
+    """Exact comparisons want one thread; on a shared 2-core machine it is also the fast setting."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -61,7 +62,7 @@ class Recorder:
         trainer.sampler.next_batch = next_batch
 
 
-def test_logged_losses_are_the_origin_weighted_means(two_sources, tmp_path):
+def test_logged_losses_are_the_origin_weighted_means(two_sources, tmp_path, one_thread):
     """loss_energy = Σ_k n_k·w_k·L_E,k / B and loss_forces = Σ_k m_k·w_k·L_F,k / M over the batch (n_k systems and
     m_k free atoms of origin k), from the per-origin unweighted losses the same rows log."""
     dft, syn = two_sources
@@ -148,7 +149,7 @@ def labelled_synthetic(two_sources, tmp_path_factory):
 
 
 @pytest.mark.parametrize("loss", ["n2n", "vanilla1", "vanilla2"])
-def test_kd_covers_cached_rows_or_asks_the_online_teacher(two_sources, labelled_synthetic, tmp_path, loss):
+def test_kd_covers_cached_rows_or_asks_the_online_teacher(two_sources, labelled_synthetic, tmp_path, loss, one_thread):
     dft, _ = two_sources
     teacher, syn = labelled_synthetic
     kd = {"losses": [{"name": loss, "lambda": 1.0}], "auto_lambda": None}
