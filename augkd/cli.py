@@ -116,6 +116,12 @@ def _run_job(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from augkd.io.summary import dataset_info, format_info
 
+    if (args.path / "config.json").is_file() and not (args.path / "manifest.json").exists():
+        from augkd.train.summary import format_run_info, run_info
+
+        info = run_info(args.path)
+        print(json.dumps(info) if args.json else format_run_info(info))
+        return 0
     info = dataset_info(args.path)
     print(json.dumps(info) if args.json else format_info(info))
     return 0
@@ -270,13 +276,46 @@ def _parse_kd(text: str) -> list[dict]:
     return terms
 
 
+def _weight_ratios(text: str) -> tuple[float | None, dict[str, float]]:
+    """``--r-sdft 0.3`` (every non-reference origin) or ``--r-sdft synthetic=0.3,rattle=0.5`` (one by one)."""
+    try:
+        return float(text), {}
+    except ValueError:
+        pass
+    problem = f"--r-sdft {text!r}: write a number, or ORIGIN=RATIO pairs, e.g. synthetic=0.3,rattle=0.5"
+    ratios = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        origin, sep, value = item.partition("=")
+        try:
+            ratios[origin] = float(value)
+        except ValueError:
+            raise AugkdError(problem) from None
+        if not (sep and origin):
+            raise AugkdError(problem)
+    if not ratios:
+        raise AugkdError(problem)
+    return None, ratios
+
+
 def _train(args: argparse.Namespace) -> int:
     from augkd.config import compose
+    from augkd.mixers import parse_source
     from augkd.train.trainer import TrainConfig, Trainer
 
     values = compose("train", args.config, list(args.overrides))
     if args.data:
         values["data"]["train"] = [str(p) for p in args.data]
+    if args.synthetic:
+        values["data"]["synthetic"] = [str(p) for p in args.synthetic]
+    if args.source:
+        values["data"]["sources"] = [parse_source(text) for text in args.source]
+    if args.alpha_target is not None:
+        values["mixer"]["alpha_target"] = args.alpha_target
+    if args.r_sdft is not None:
+        r, ratios = _weight_ratios(args.r_sdft)
+        if r is not None:
+            values["mixer"]["r_sdft"] = r
+        values["mixer"]["weight_ratios"] = {**values["mixer"]["weight_ratios"], **ratios}
     if args.val:
         values["data"]["val"] = [str(p) for p in args.val]
     for key, value in (("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed)):
@@ -337,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
             job.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
         job.set_defaults(run=_run_job)
 
-    info = commands.add_parser("info", help="counts, origins, elements, label statistics of a dataset")
+    info = commands.add_parser("info", help="what a dataset holds, or a training run's sources, epochs and scores")
     info.add_argument("path", type=Path)
     info.add_argument("--json", action="store_true")
     info.set_defaults(run=_info)
@@ -378,7 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("path", type=Path)
     merge.set_defaults(run=_merge)
     train = commands.add_parser("train", help="train a student (baseline or KD)")
-    train.add_argument("--data", nargs="+", type=Path, help="training dataset directories")
+    train.add_argument("--data", nargs="+", type=Path,
+                       help="training dataset directories (one source per origin their manifests record)")
+    train.add_argument("--synthetic", nargs="+", type=Path, help="a second source, origin 'synthetic'")
+    train.add_argument("--source", action="append", metavar="[ORIGIN=]DIR[:ALPHA]",
+                       help="one source of the mixture (repeat for N sources), e.g. rattle=data/rattle:0.2")
+    train.add_argument("--alpha-target", type=float,
+                       help="share of draws from the non-dft source (two sources; default: by size)")
+    train.add_argument("--r-sdft", metavar="R|ORIGIN=R,...",
+                       help="loss-weight ratio to dft samples of the other origins (default 1: unweighted)")
     train.add_argument("--val", nargs="+", type=Path, help="validation dataset directories")
     train.add_argument("--out", required=True, type=Path, help="run directory (resumed if it holds a run)")
     train.add_argument("--config", default="default", help="configs/train/<name>.yaml")

@@ -54,35 +54,56 @@ class TrainBatch:
 
 
 class FrameDataset(torch.utils.data.Dataset):
-    """All rows of one or more augkd dataset directories (or shard files), indexed 0..len-1."""
+    """All rows of one or more augkd dataset directories (or shard files), indexed 0..len-1.
+
+    ``origin`` overrides the rows' own ``origin``. ``from_sources`` stacks several sources, each with its origin,
+    one after another (the numbering ``augkd.mixers.MixtureSampler`` draws from); ``source_sizes`` are their rows.
+    """
 
     def __init__(self, paths: Sequence[str | Path], origin: str | None = None):
-        self.readers = [AselmdbReader(shard) for path in paths for shard in shard_paths(path)]
+        self._open([(paths, origin)])
+
+    @classmethod
+    def from_sources(cls, sources: Sequence[tuple[Sequence[str | Path], str | None]]) -> "FrameDataset":
+        dataset = cls.__new__(cls)
+        dataset._open(sources)
+        return dataset
+
+    def _open(self, sources: Sequence[tuple[Sequence[str | Path], str | None]]) -> None:
+        self.readers, self._reader_origins, self.source_sizes = [], [], []
+        for paths, origin in sources:
+            readers = [AselmdbReader(shard) for path in paths for shard in shard_paths(path)]
+            self.readers += readers
+            self._reader_origins += [origin] * len(readers)
+            self.source_sizes.append(sum(len(r) for r in readers))
         self._ends = np.cumsum([len(r) for r in self.readers]).tolist()
         if not self._ends or self._ends[-1] == 0:
-            raise ConfigError(f"dataset {', '.join(map(str, paths))} has no rows")
-        self.origin = origin
+            raise ConfigError(f"dataset {', '.join(str(p) for paths, _ in sources for p in paths)} has no rows")
         quiet_fairchem()
 
     def __len__(self) -> int:
         return self._ends[-1]
 
-    def frame(self, index: int) -> LabelledFrame:
+    def _locate(self, index: int) -> tuple[int, int]:
         shard = bisect.bisect_right(self._ends, index)
-        start = self._ends[shard - 1] if shard else 0
-        return self.readers[shard][index - start]
+        return shard, index - (self._ends[shard - 1] if shard else 0)
+
+    def frame(self, index: int) -> LabelledFrame:
+        shard, row = self._locate(index)
+        return self.readers[shard][row]
 
     def __getitem__(self, index: int) -> Sample:
         from ase.calculators.singlepoint import SinglePointCalculator
         from fairchem.core.datasets.atomic_data import AtomicData
 
-        frame = self.frame(index)
+        shard, row = self._locate(index)
+        frame = self.readers[shard][row]
         atoms = frame.atoms
         atoms.calc = SinglePointCalculator(atoms, energy=frame.energy, forces=frame.forces)
         data = AtomicData.from_ase(atoms, r_energy=True, r_forces=True, r_stress=False, sid=str(frame.data.get("sid")))
         return Sample(
             data=data,
-            origin=self.origin or str(frame.data.get("origin", "unknown")),
+            origin=self._reader_origins[shard] or str(frame.data.get("origin", "unknown")),
             sid=str(frame.data.get("sid", index)),
             teacher=cached_teacher_outputs(frame.data),
         )

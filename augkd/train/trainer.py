@@ -3,6 +3,10 @@
 OCP losses (energy MAE + force L2MAE on free atoms, α_E = 1, α_F = 100) in normalised units, AdamW (amsgrad),
 warm-up then a scheduler, EMA weights for validation, gradient clipping, per-sample loss weights, checkpoints with
 exact resume (model, KD heads, optimizer, scheduler, EMA, data order, step), CSV and TensorBoard logs.
+
+Training data are one or more sources mixed by ``augkd.mixers`` (a single dataset is a mixture of one): the sampler
+draws each origin's share α_k, the losses weigh samples by their origin (``--r-sdft``), and ``epochs.csv`` records
+the realised shares and per-origin losses of every epoch.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 import torch
 
 from augkd.errors import AugkdError, ConfigError
+from augkd.mixers import OriginStats, epoch_row, resolve_mixture
+from augkd.mixers.sources import check_mixture_config
 from augkd.train.data import FrameDataset, TrainBatch, collate
 
 SCHEDULERS = ("constant", "exponential", "step", "plateau")
@@ -57,39 +63,6 @@ class Normalizer:
         return cls(mean, max(std, 1e-3), max(energy_scale, 1e-3), max(force_scale, 1e-3))
 
 
-class EpochSampler:
-    """Batches of a seeded permutation per epoch; (epoch, position) is the whole state, so resume is exact."""
-
-    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
-        # every rank gets as many samples (the tail is dropped), so the ranks' (epoch, position) stay equal
-        usable = len(order) - len(order) % self.world_size if len(order) >= self.world_size else len(order)
-        return order[: usable][self.rank :: self.world_size]
-
-    def next_batch(self) -> list[int]:
-        if self.position >= len(self._order):
-            self.epoch += 1
-            self.position = 0
-            self._order = self._permutation()
-        batch = self._order[self.position : self.position + self.batch_size]
-        self.position += len(batch)
-        return batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-        self._order = self._permutation()
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """The resolved ``configs/train/*.yaml`` (see there for every key's meaning)."""
@@ -112,10 +85,13 @@ class TrainConfig:
             raise ConfigError(f"teacher.mode {teacher['mode']!r} is not none, cached or online")
         if teacher["mode"] == "online" and not teacher["spec"]:
             raise ConfigError("teacher.mode=online needs teacher.spec (e.g. --teacher ckpt:teacher.pt)")
+        if teacher.get("uncached", "skip") not in ("skip", "online"):
+            raise ConfigError(f"teacher.uncached {teacher['uncached']!r} is not skip or online")
+        if teacher["mode"] == "cached" and teacher.get("uncached") == "online" and not teacher["spec"]:
+            raise ConfigError("teacher.uncached=online needs teacher.spec, the teacher that labels uncached rows")
         if values["kd"]["losses"] and teacher["mode"] == "none":
             raise ConfigError("KD losses need a teacher: set teacher.mode to cached or online")
-        if not values["data"]["train"]:
-            raise ConfigError("no training data: pass --data DIR")
+        check_mixture_config(values["data"], values["mixer"])
         return cls(values)
 
 
@@ -151,7 +127,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
         torch.manual_seed(config["seed"])
-        self.train_set = FrameDataset(config["data"]["train"])
+        self.mixture = resolve_mixture(config["data"], config["mixer"])
+        self.train_set = FrameDataset.from_sources([(s.paths, s.origin) for s in self.mixture.sources])
         self.val_set = FrameDataset(config["data"]["val"]) if config["data"]["val"] else None
         self.student = build_model(config["model"]["name"], **config["model"]["overrides"])
         resuming = self.checkpoint_path.is_file()
@@ -168,7 +145,8 @@ class Trainer:
 
         self.teacher = None
         teacher_cfg = config["teacher"]
-        if teacher_cfg["mode"] == "online":
+        self.fill_uncached = teacher_cfg["mode"] == "cached" and teacher_cfg.get("uncached") == "online"
+        if teacher_cfg["mode"] == "online" or self.fill_uncached:
             from augkd.teachers import load_teacher
 
             self.teacher = load_teacher(teacher_cfg["spec"], teacher_cfg["kwargs"], device=str(self.device))
@@ -206,7 +184,10 @@ class Trainer:
         self.ema = copy.deepcopy(self.student).eval()
         for parameter in self.ema.parameters():
             parameter.requires_grad_(False)
-        self.sampler = EpochSampler(len(self.train_set), config["batch_size"], config["seed"], self.rank, self.world_size)
+        self.sampler = self.mixture.sampler(
+            config["batch_size"], config["seed"], self.rank, self.world_size, sizes=self.train_set.source_sizes
+        )
+        self.origin_stats = OriginStats(self.mixture.origins)
         self.step = 0
         self.best: float | None = None
         if saved is not None:
@@ -222,15 +203,26 @@ class Trainer:
             warnings.warn(f"the first training batch left {len(unfitted)} scale factors at 1 ({', '.join(unfitted)})")
 
     def _teacher_feature_shapes(self) -> dict[str, tuple]:
+        online = None
         if self.teacher is not None:
             shapes = dict(self.teacher.feature_shapes()) if hasattr(self.teacher, "feature_shapes") else {}
-            return {**shapes, "atom_energy": ()}
-        sample = self.train_set[0].teacher
+            online = {**shapes, "atom_energy": ()}
+            if not self.fill_uncached:
+                return online
+        # the first row of each source tells whether (and what) it caches; sources may differ (DFT rows carry none)
+        starts = [sum(self.train_set.source_sizes[:k]) for k in range(len(self.train_set.source_sizes))]
+        sample = next((t for t in (self.train_set[i].teacher for i in starts) if t is not None), None)
         if sample is None:
             raise ConfigError("teacher.mode=cached but the training rows carry no teacher outputs (run `augkd label`)")
         shapes = {name: tuple(t.shape[1:]) for name, t in sample["features"].items()}
         if "atom_energy" in sample:
             shapes["atom_energy"] = ()
+        if online is not None:
+            derivable = {"edge2node", "edge_vector"} if "edge" in online else set()
+            missing = sorted(name for name in shapes if online.get(name) != shapes[name] and name not in derivable)
+            if missing:
+                raise ConfigError(f"teacher.uncached=online: teacher {self.teacher.identity.name} does not give the "
+                                  f"cached {missing} with the cached shapes; label the rows with that teacher")
         return shapes
 
     def _scheduler(self):
@@ -261,6 +253,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "plateau": dict(self._plateau),
             "sampler": self.sampler.state_dict(),
+            "origin_stats": self.origin_stats.state_dict(),
             "kd": self.kd.state_dict(),
             "normalizer": vars(self.normalizer),
             "best": self.best,
@@ -277,6 +270,7 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         self._plateau.update(saved["plateau"])
         self.sampler.load_state_dict(saved["sampler"])
+        self.origin_stats.load_state_dict(saved["origin_stats"])
         self.kd.load_state_dict(saved["kd"])
         self.best = saved["best"]
         self.step = int(saved["step"])
@@ -302,17 +296,18 @@ class Trainer:
         return save_model(self.run_dir / "checkpoints" / name, model, {"step": self.step, "normalizer": vars(self.normalizer)})
 
     # -- one step ----------------------------------------------------------------------------------------------
-    def _targets(self, batch: TrainBatch):
+    def _targets(self, batch: TrainBatch, samples: list):
+        """The teacher's side of the KD losses: online, cached, or cached with the teacher filling uncached rows."""
         from augkd.kd.losses import TeacherTargets
 
-        if self.teacher is not None:
+        if self.teacher is not None and (not self.fill_uncached or batch.teacher is None):
             return TeacherTargets.from_output(self.teacher.predict(batch.batch))  # already on self.device
         if batch.teacher is None:
             return None
         teacher = batch.teacher
         rows, atoms = batch.teacher_rows, batch.teacher_atoms
         n_atoms, n_rows = atoms.shape[0], rows.shape[0]
-        # rows without cached outputs get zeros and are masked out of the per-atom losses
+        # rows without cached outputs get zeros and are masked out of the per-atom losses (or filled online)
         forces = torch.zeros(n_atoms, 3, device=atoms.device)
         forces[atoms] = teacher["forces"]
         energy = torch.zeros(n_rows, device=atoms.device)
@@ -326,33 +321,75 @@ class Trainer:
         if "atom_energy" in teacher:
             atom_energy = torch.zeros(n_atoms, device=atoms.device)
             atom_energy[atoms] = teacher["atom_energy"]
-        return TeacherTargets(energy=energy, forces=forces, atom_energy=atom_energy, features=features, mask=atoms)
+        mask = atoms
+        if self.fill_uncached and not bool(rows.all()):
+            uncached = collate([s for s, cached in zip(samples, rows.tolist()) if not cached]).to(self.device)
+            online = TeacherTargets.from_output(self.teacher.predict(uncached.batch))
+            todo = ~atoms
+            forces[todo] = online.forces.to(forces.dtype)
+            energy[~rows] = online.energy.to(energy.dtype)
+            for name, full in features.items():
+                full[todo] = online.features[name].to(full.dtype)
+            if atom_energy is not None:
+                atom_energy[todo] = online.atom_energy.to(atom_energy.dtype)
+            mask = None
+        return TeacherTargets(energy=energy, forces=forces, atom_energy=atom_energy, features=features, mask=mask)
+
+    def _origin_losses(self, output, data, info, origins: list[str]) -> dict[str, float]:
+        """Unweighted L_E and L_F of each origin in the batch (logged, and summed into this epoch's means)."""
+        from augkd.kd.losses import energy_loss, force_loss
+
+        log: dict[str, float | str] = {}
+        for origin in self.mixture.origins:  # every origin gets its columns, blank when absent from the batch
+            log[f"loss_energy_{origin}"] = log[f"loss_forces_{origin}"] = ""
+        free = info.free if info.free is not None else torch.ones_like(info.batch, dtype=torch.bool)
+        for origin in sorted(set(origins)):
+            systems = torch.tensor([o == origin for o in origins], device=info.batch.device)
+            atoms = systems[info.batch]
+            with torch.no_grad():
+                le = float(energy_loss(output.energy, data.energy, energy_scale=self.normalizer.energy_scale,
+                                       system_mask=systems))
+                lf = float(force_loss(output.forces, data.forces, info, force_scale=self.normalizer.force_scale,
+                                      atom_mask=atoms))
+            n_systems, n_free = int(systems.sum()), int((atoms & free).sum())
+            self.origin_stats.add(origin, le * n_systems, n_systems, lf * n_free, n_free)
+            log[f"loss_energy_{origin}"] = le
+            log[f"loss_forces_{origin}"] = lf if n_free else ""
+        return log
 
     def train_step(self) -> dict[str, float]:
         from augkd.kd.losses import LossBatch, ocp_loss
 
         indices = self.sampler.next_batch()
-        batch = collate([self.train_set[i] for i in indices]).to(self.device)
+        samples = [self.train_set[i] for i in indices]
+        batch = collate(samples).to(self.device)
         data = batch.batch
         self.model.train()
         output = self.model(data)
         info = LossBatch.from_data(data)
+        weights = self.mixture.weights(batch.origins)  # None when every origin weighs the same
+        if weights is not None:
+            weights = weights.to(self.device)
         loss_cfg = self.config["loss"]
         loss, parts = ocp_loss(
             output.energy, output.forces, data.energy, data.forces, info,
             alpha_energy=loss_cfg["energy_coef"], alpha_force=loss_cfg["force_coef"],
             energy_scale=self.normalizer.energy_scale, force_scale=self.normalizer.force_scale,
+            sample_weight=weights,
         )
         log = {"loss_energy": parts["energy"], "loss_forces": parts["forces"], "loss_base": float(loss.detach())}
+        log.update(self._origin_losses(output, data, info, batch.origins))
         if len(self.kd):
-            targets = self._targets(batch)
+            targets = self._targets(batch, samples)
             if targets is not None:
                 if self.kd.needs_calibration:
-                    start = self.kd.parts(output, targets, info, self.heads)
+                    start = self.kd.parts(output, targets, info, self.heads, sample_weight=weights)
                     self.kd.calibrate({k: float(v.detach()) for k, v in start.items()}, float(loss.detach()))
-                kd_loss, kd_parts = self.kd(output, targets, info, self.heads)
+                kd_loss, kd_parts = self.kd(output, targets, info, self.heads, sample_weight=weights)
                 loss = loss + kd_loss
                 log.update({f"kd_{k}": v for k, v in kd_parts.items()})
+            else:  # no row of this batch has teacher outputs: blank, so the CSV keeps the KD columns
+                log.update({f"kd_{name}": "" for name in self.kd.names})
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss is {float(loss)} at step {self.step + 1} (batch sids {batch.sids}); "
@@ -411,6 +448,13 @@ class Trainer:
         self._plateau["factor"] = float(factor)
 
     # -- the loop ----------------------------------------------------------------------------------------------
+    def _epoch_summary(self) -> dict[str, Any]:
+        """This epoch so far: the realised α of every origin (all ranks' draws) and its mean losses (this rank)."""
+        return epoch_row(
+            self.sampler.epoch, self.step, self.sampler.epoch_done, self.sampler.consumed_counts(),
+            self.mixture.origins, [s.alpha for s in self.mixture.sources], self.origin_stats,
+        )
+
     def fit(self, stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
         """Train to ``config['steps']`` (or stop after ``stop_after`` more steps, for tests of resume)."""
         from tqdm import tqdm
@@ -419,6 +463,7 @@ class Trainer:
         if lead:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(self.config.values, indent=1, sort_keys=True))
+            (self.run_dir / "mixture.json").write_text(json.dumps(self.mixture.to_dict(), indent=1))
         logs = _Logs(self.run_dir) if lead else None
         total = self.config["steps"]
         end = total if stop_after is None else min(total, self.step + stop_after)
@@ -433,10 +478,14 @@ class Trainer:
                 last = self.step == total
                 if lead:
                     logs.train(self.step, self.sampler.epoch, time.time() - started, log)
+                    if self.sampler.epoch_done or last:  # an epoch ended, or training did within one
+                        logs.epoch(self._epoch_summary())
                     if self.val_set is not None and (self.step % self.config["eval_every"] == 0 or last):
                         metrics = self.validate()
                         logs.val(self.step, metrics)
                         self._after_validation(metrics)
+                if self.sampler.epoch_done:
+                    self.origin_stats.reset()
                 if self.world_size > 1 and self.config["optim"]["scheduler"] == "plateau":
                     self._share_plateau_factor()
                 if self.step % self.config["checkpoint_every"] == 0 or self.step == end:
@@ -453,7 +502,7 @@ class Trainer:
 
 
 class _Logs:
-    """``train.csv`` and ``val.csv`` (appended across resumes) plus TensorBoard scalars in ``tb/``."""
+    """``train.csv``, ``val.csv`` and ``epochs.csv`` (appended across resumes) plus TensorBoard scalars in ``tb/``."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
@@ -477,11 +526,20 @@ class _Logs:
                 writer.writeheader()
             writer.writerow(row)
 
-    def train(self, step: int, epoch: int, seconds: float, log: dict[str, float]) -> None:
+    def train(self, step: int, epoch: int, seconds: float, log: dict[str, float | str]) -> None:
         self._append("train.csv", {"step": step, "epoch": epoch, "seconds": round(seconds, 3), **log})
         if self.tb is not None:
             for key, value in log.items():
-                self.tb.add_scalar(f"train/{key}", value, step)
+                if value != "":  # blank: this origin (or KD target) was not in the batch
+                    self.tb.add_scalar(f"train/{key}", value, step)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        """``epochs.csv``: one row per epoch (``complete`` 0 for the one training ended in)."""
+        self._append("epochs.csv", row)
+        if self.tb is not None:
+            for key, value in row.items():
+                if key.startswith(("alpha_", "loss_")) and not key.startswith("alpha_target") and value != "":
+                    self.tb.add_scalar(f"epoch/{key}", value, row["epoch"])
 
     def val(self, step: int, metrics: dict[str, float]) -> None:
         self._append("val.csv", {"step": step, **metrics})

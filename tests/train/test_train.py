@@ -162,14 +162,14 @@ def test_ddp_under_torchrun_on_cpu(emt_data, tmp_path):
     assert saved["step"] == 6 and saved["sampler"]["position"] == 12  # 6 batches of 2 from this rank's share
 
 
-def test_epoch_sampler_ranks_are_disjoint_and_cover_the_epoch():
-    from augkd.train.trainer import EpochSampler
+def test_one_source_sampler_ranks_are_disjoint_and_cover_the_epoch():
+    from augkd.mixers import MixtureSampler
 
-    ranks = [EpochSampler(10, 2, seed=3, rank=r, world_size=2) for r in range(2)]
+    ranks = [MixtureSampler([10], [1.0], 2, seed=3, rank=r, world_size=2) for r in range(2)]
     seen = [sum((s.next_batch() for _ in range(2)), []) + s.next_batch()[:1] for s in ranks]
     assert not set(seen[0]) & set(seen[1])
     assert len(set(seen[0]) | set(seen[1])) == 10
-    again = EpochSampler(10, 2, seed=3, rank=1, world_size=2)
+    again = MixtureSampler([10], [1.0], 2, seed=3, rank=1, world_size=2)
     assert sum((again.next_batch() for _ in range(2)), []) == seen[1][:4]
 
 

@@ -1,0 +1,19 @@
+"""Mixing training sources: α_target sampling over N origins and origin-weighted losses (algorithms.md "Mixer")."""
+
+from augkd.mixers.sampler import MixtureSampler, check_alphas
+from augkd.mixers.sources import Mixture, Source, parse_source, resolve_mixture
+from augkd.mixers.stats import OriginStats, epoch_row
+from augkd.mixers.weights import batch_shares, origin_weights
+
+__all__ = [
+    "Mixture",
+    "MixtureSampler",
+    "OriginStats",
+    "Source",
+    "batch_shares",
+    "check_alphas",
+    "epoch_row",
+    "origin_weights",
+    "parse_source",
+    "resolve_mixture",
+]
