@@ -16,7 +16,7 @@ from augkd.errors import ConfigError
 from augkd.models.checkpoint import load_model
 from augkd.models.data import atoms_to_batch, cast_batch
 from augkd.models.interface import ModelOutput
-from augkd.teachers.interface import Labels, TeacherIdentity, sha256_file
+from augkd.teachers.interface import Labels, TeacherIdentity, sha256_file, split_output
 
 OUTPUT_PROPERTIES = ("energy", "forces", "atom_energy")
 
@@ -39,9 +39,18 @@ class CheckpointTeacher:
     def feature_shapes(self) -> dict[str, tuple[int, ...]]:
         return self.model.feature_shapes()
 
-    def predict(self, batch) -> ModelOutput:
-        """The model's outputs for a fairchem batch, detached (no autograd graph is kept)."""
+    #: ``predict(batch, differentiable=True)`` gives outputs that autograd can follow back to ``batch.pos``
+    differentiable = True
+
+    def predict(self, batch, differentiable: bool = False) -> ModelOutput:
+        """The model's outputs for a fairchem batch, detached (no autograd graph is kept).
+
+        ``differentiable=True``: outputs keep their graph back to ``batch.pos`` (pass positions computed from a
+        tensor that requires grad, e.g. X + δ, so that forces keep theirs too); the weights still never train.
+        """
         batch = cast_batch(batch.to(self.device), self.dtype)
+        if differentiable:
+            return self.model(batch)
         with torch.no_grad():  # gradient-force models re-enable grad for -∇E themselves
             output = self.model(batch)
         graph = output.graph
@@ -53,13 +62,20 @@ class CheckpointTeacher:
             graph=replace(graph, edge_vec=graph.edge_vec.detach(), edge_dist=graph.edge_dist.detach()),
         )
 
-    def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels:
+    @property
+    def offered_properties(self) -> tuple[str, ...]:
+        return (*OUTPUT_PROPERTIES, *self.feature_shapes())
+
+    def _check_properties(self, properties: Sequence[str]) -> None:
         unsupported = set(properties) - set(OUTPUT_PROPERTIES) - set(self.feature_shapes())
         if unsupported:
             raise ConfigError(
                 f"teacher {self.identity.name} cannot provide {', '.join(sorted(unsupported))} "
                 f"(it has {', '.join([*OUTPUT_PROPERTIES, *self.feature_shapes()])})"
             )
+
+    def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels:
+        self._check_properties(properties)
         output = self.predict(atoms_to_batch([atoms], dtype=self.dtype))
         return Labels(
             energy=float(output.energy[0]),
@@ -67,6 +83,15 @@ class CheckpointTeacher:
             atom_energy=output.atom_energy.cpu().numpy().astype(np.float64) if "atom_energy" in properties else None,
             features={name: output.features[name].cpu().numpy() for name in properties if name in output.features},
         )
+
+    def label_batch(self, atoms_list: Sequence[Atoms], properties: Sequence[str] = ("energy", "forces")) -> list[Labels]:
+        """``label`` of many structures with one batched forward pass."""
+        self._check_properties(properties)
+        atoms_list = list(atoms_list)
+        if not atoms_list:
+            return []
+        output = self.predict(atoms_to_batch(atoms_list, dtype=self.dtype))
+        return split_output(output, [len(a) for a in atoms_list], set(properties))
 
     def calculator(self) -> Calculator:
         return TeacherCalculator(self)

@@ -115,6 +115,9 @@ class TrainConfig:
             raise ConfigError("KD losses need a teacher: set teacher.mode to cached or online")
         if not values["data"]["train"]:
             raise ConfigError("no training data: pass --data DIR")
+        from augkd.train.jitter import check_online_jitter
+
+        check_online_jitter(values)
         return cls(values)
 
 
@@ -144,6 +147,7 @@ class Trainer:
         from augkd.kd.heads import ProjectionHeads
         from augkd.kd.losses import KDLoss
         from augkd.models.registry import build_model
+        from augkd.train.jitter import online_jitter
 
         self.config = config
         self.rank, self.world_size, self.device = distributed_context()
@@ -179,6 +183,7 @@ class Trainer:
             force_scale=self.normalizer.force_scale,
             auto_fraction=config["kd"]["auto_lambda"] or 1.0,
         )
+        self.jitter = online_jitter(config.values, self.rank, self.normalizer)  # None unless jitter.mode is set
         self.heads = None
         if len(self.kd):
             teacher_shapes = self._teacher_feature_shapes()
@@ -342,6 +347,10 @@ class Trainer:
                 kd_loss, kd_parts = self.kd(output, targets, info, self.heads)
                 loss = loss + kd_loss
                 log.update({f"kd_{k}": v for k, v in kd_parts.items()})
+        if self.jitter is not None:  # a pseudo-loss on teacher-labelled displaced copies (augkd.train.jitter)
+            jitter_loss, jitter_log = self.jitter.loss(data, self.student, self.teacher, self.step)
+            loss = loss + jitter_loss
+            log.update(jitter_log)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss is {float(loss)} at step {self.step + 1} (batch sids {batch.sids}); "
