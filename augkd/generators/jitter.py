@@ -295,27 +295,28 @@ def attack_loss(
     """Σ over structures of each structure's own attack loss ``kind`` (see the module docstring)."""
     from augkd.kd.losses import LossBatch, energy_loss, force_loss, weighted_mean
 
-    info = LossBatch(batch=batch_index, num_systems=num_systems, free=free)
     dtype = student_out.forces.dtype
+    device = student_out.forces.device
     # weights that turn the losses' batch means into sums of per-structure means
-    free_count = torch.zeros(num_systems, dtype=dtype, device=free.device).index_add_(0, batch_index, free.to(dtype))
-    per_free = free_count.sum() / free_count.clamp_min(1)
-    teacher_forces = teacher_out.forces.to(student_out.forces.device)
-    total = ATTACK_ALPHA_FORCE * force_loss(student_out.forces, teacher_forces, info, force_scale=force_scale, sample_weight=per_free)
-    if kind == "forces":
-        return total
-    if kind == "vanilla1":
-        teacher_energy = teacher_out.energy.to(student_out.energy.device)
-        everyone = torch.full((num_systems,), float(num_systems), dtype=dtype, device=free.device)
-        return total + ATTACK_ALPHA_ENERGY * energy_loss(
-            student_out.energy, teacher_energy, energy_scale=energy_scale, sample_weight=everyone
+    if kind == "vanilla2":
+        atom_count = torch.zeros(num_systems, dtype=dtype, device=device).index_add_(
+            0, batch_index, torch.ones_like(batch_index, dtype=dtype)
         )
-    atom_count = torch.zeros(num_systems, dtype=dtype, device=free.device).index_add_(
-        0, batch_index, torch.ones_like(batch_index, dtype=dtype)
+        per_atom = (atom_count.sum() / atom_count)[batch_index]
+        error = (student_out.atom_energy - teacher_out.atom_energy.to(student_out.atom_energy)).abs() / energy_scale
+        return weighted_mean(error, per_atom)
+    info = LossBatch(batch=batch_index, num_systems=num_systems, free=free)
+    free_count = torch.zeros(num_systems, dtype=dtype, device=device).index_add_(0, batch_index, free.to(dtype))
+    per_free = free_count.sum() / free_count.clamp_min(1)
+    total = ATTACK_ALPHA_FORCE * force_loss(
+        student_out.forces, teacher_out.forces.to(device), info, force_scale=force_scale, sample_weight=per_free
     )
-    per_atom = (atom_count.sum() / atom_count)[batch_index]
-    error = (student_out.atom_energy - teacher_out.atom_energy.to(student_out.atom_energy)).abs() / energy_scale
-    return weighted_mean(error, per_atom)
+    if kind == "vanilla1":
+        everyone = torch.full((num_systems,), float(num_systems), dtype=dtype, device=device)
+        total = total + ATTACK_ALPHA_ENERGY * energy_loss(
+            student_out.energy, teacher_out.energy.to(device), energy_scale=energy_scale, sample_weight=everyone
+        )
+    return total
 
 
 def _teacher_constants(teacher: Teacher, batch, needs_atom_energy: bool):

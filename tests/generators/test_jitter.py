@@ -264,6 +264,23 @@ def test_attack_gradient_flows_through_a_differentiable_teacher(tiny_checkpoints
     assert not torch.allclose(gradient, student_only, rtol=1e-2)  # the teacher's part is not negligible
 
 
+@pytest.mark.parametrize("kind", ["forces", "vanilla1", "vanilla2"])
+def test_attack_loss_of_a_batch_is_the_sum_of_each_structures_own(tiny_checkpoints, kind):
+    """So that a structure's ascent step never depends on what else is in its batch."""
+    student_path, teacher_path = tiny_checkpoints
+    student = load_student(str(student_path))
+    teacher = load_teacher(f"ckpt:{teacher_path}")
+    structures = [cu_adslab(np.random.default_rng(0)), tags_only(np.random.default_rng(1))]
+    structures[1] = structures[1][:9]  # fewer free atoms in the second: per-structure means differ from the pooled one
+
+    def loss(atoms_list):
+        batch = atoms_to_batch(atoms_list, dtype=torch.float64)
+        free = torch.from_numpy(np.concatenate([~expected_fixed(a) for a in atoms_list]))
+        return attack_gradient(batch, torch.zeros(len(free), 3, dtype=torch.float64), free, student, teacher, kind)[1]
+
+    assert loss(structures) == pytest.approx(loss(structures[:1]) + loss(structures[1:]), rel=1e-5)
+
+
 class _Constants:
     """The same teacher, seen as non-differentiable."""
 
