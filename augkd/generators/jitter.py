@@ -35,9 +35,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,7 +162,7 @@ class JitterConfig:
             ) if value != default]
             if given:
                 raise ConfigError(f"jitter mode rattle takes no {', '.join(given)} (adversarial options)")
-        self.label_config  # validates feature_dtype
+        LabelConfig(self.teacher, self.teacher_kwargs, self.features, self.atom_energy, self.feature_dtype)  # dtype
 
     @property
     def label_config(self) -> LabelConfig:

@@ -18,6 +18,7 @@ models and CHGNet; SevenNet and fairchem checkpoints are not, their outputs are 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,7 +115,7 @@ def split_output(output: ModelOutput, natoms: Sequence[int], wanted: set[str]) -
             atom_energy=None if atom_energy is None else atom_energy[start:end],
             features={name: value[start:end] for name, value in features.items()},
         )
-        for i, (start, end) in enumerate(zip(ends[:-1], ends[1:]))
+        for i, (start, end) in enumerate(itertools.pairwise(ends))
     ]
 
 

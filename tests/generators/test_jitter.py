@@ -223,6 +223,30 @@ def test_rows_carry_teacher_labels_features_and_their_parent(tiny_checkpoints):
                                    rtol=1e-5, atol=1e-6)
 
 
+def test_rows_survive_a_dataset_round_trip_and_load_in_fairchem_and_training(tiny_checkpoints, tmp_path):
+    from fairchem.core.datasets import AseDBDataset
+
+    from augkd.io.dataset import read_frames
+    from augkd.train.data import FrameDataset
+
+    _, teacher_path = tiny_checkpoints
+    config = JitterConfig(norm=NORM, teacher=f"ckpt:{teacher_path}", copies=2, features=("node",))
+    parents = [labelled(cu_adslab(np.random.default_rng(i)), i, stale=False) for i in range(2)]
+    parents[1].data.pop("origin")  # a parent without an origin of its own
+    out, _ = jitter_frames(parents, config, prepare(config).teacher, None, encode_array)
+    path = write_dataset(tmp_path / "jittered", out)
+    back = list(read_frames(path))
+    assert [row.data for row in back] == [row.data for row in out]
+    np.testing.assert_array_equal(positions(back), positions(out))
+    fairchem = AseDBDataset({"src": str(path / "shards"), "a2g_args": {"r_energy": True, "r_forces": True}})
+    training = FrameDataset([path])
+    for index, row in enumerate(out):
+        assert float(fairchem[index].energy) == pytest.approx(row.energy, rel=1e-6)
+        np.testing.assert_array_equal(fairchem[index].fixed.numpy().astype(bool), fixed_mask(row.atoms))
+        sample = training[index]
+        assert sample.origin == "rattle" and sample.teacher["features"]["node"].shape == (len(row.atoms), 24)
+
+
 def test_rows_without_cached_outputs_drop_the_parents_stale_ones(emt):
     out, _ = jitter_frames(adslabs(1), JitterConfig(norm=NORM, teacher="emt"), emt, None, encode_array)
     assert not any(key.startswith("teacher_") for key in out[0].data)

@@ -101,7 +101,7 @@ def test_online_displaced_copies_move_free_atoms_exactly_norm_and_are_seeded_by_
     np.testing.assert_allclose(distance[~fixed], NORM, atol=1e-5)  # float32 positions
     assert (distance[fixed] == 0).all()
     np.testing.assert_allclose(delta.norm(dim=1).numpy()[~fixed], NORM, atol=1e-12)
-    again, same, _ = trainer.jitter.displaced_copy(batch, trainer.student, trainer.teacher, step=7)
+    _, same, _ = trainer.jitter.displaced_copy(batch, trainer.student, trainer.teacher, step=7)
     _, other, _ = trainer.jitter.displaced_copy(batch, trainer.student, trainer.teacher, step=8)
     assert torch.equal(same, delta) and not torch.allclose(other, delta)
 
