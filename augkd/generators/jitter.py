@@ -18,9 +18,9 @@ start at their rattle point (a random start: from δ = 0 every copy would be the
 every free atom moves exactly ``norm``, as in rattle mode, so the two modes differ only in direction.
 An atom whose g_i is zero or not finite (an atom no model sees, a force error exactly zero), or whose v_i is zero,
 takes its rattle direction instead; ``stats["fallback_directions"]`` counts them.
-The student runs in eval mode. Gradients pass through the teacher when it is differentiable (``ckpt:`` models and
-CHGNet: ``teacher.differentiable``); otherwise (SevenNet, fairchem checkpoints, ASE calculators) the teacher's
-outputs at X + δ are constants and the gradient flows through the student only. L is each structure's own KD loss
+The student runs in eval mode. Gradients pass through the teacher when it is differentiable (``ckpt:`` models,
+CHGNet and SevenNet: ``teacher.differentiable``); otherwise (fairchem checkpoints, ASE calculators such as EMT) the
+teacher's outputs at X + δ are constants and the gradient flows through the student only. L is each structure's own KD loss
 (the loss it would have in a batch of its own), summed over the batch: a structure's step does not depend on its
 batch companions.
 

@@ -12,7 +12,8 @@ the property and what the teacher offers. Energy and forces are always returned;
 Torch teachers also offer ``predict(batch) -> ModelOutput`` on a fairchem ``AtomicData`` batch (``TorchTeacher``).
 Those whose class attribute ``differentiable`` is True also take ``predict(batch, differentiable=True)``: outputs
 that autograd follows back to ``batch.pos`` (forces included), for adversarial displacements (augkd ``ckpt:``
-models and CHGNet; SevenNet and fairchem checkpoints are not, their outputs are constants to an attack).
+models, CHGNet and SevenNet; fairchem checkpoints are not: their predict unit detaches, so their outputs are
+constants to an attack).
 """
 
 from __future__ import annotations
