@@ -20,9 +20,9 @@ An atom whose g_i is zero or not finite (an atom no model sees, a force error ex
 takes its rattle direction instead; ``stats["fallback_directions"]`` counts them.
 The student runs in eval mode. Gradients pass through the teacher when it is differentiable (``ckpt:`` models,
 CHGNet and SevenNet: ``teacher.differentiable``); otherwise (fairchem checkpoints, ASE calculators such as EMT) the
-teacher's outputs at X + δ are constants and the gradient flows through the student only. L is each structure's own KD loss
-(the loss it would have in a batch of its own), summed over the batch: a structure's step does not depend on its
-batch companions.
+teacher's outputs at X + δ are constants and the gradient flows through the student only. L is each structure's own
+KD loss (the loss it would have in a batch of its own), summed over the batch: a structure's step does not depend on
+its batch companions.
 
 Attack losses (``ATTACK_LOSSES``): ``forces`` = α_F·L2MAE(F_s, F_t) over free atoms, the force term of vanilla(1)
 (default, the paper's); ``vanilla1`` = α_E·|E_s − E_t|/σ_E + α_F·L2MAE(F_s, F_t)/σ_F with α = (1, 100) and σ the
@@ -241,7 +241,9 @@ def prepare(config: JitterConfig) -> JitterContext:
 # ----------------------------------------------------------------------------------------------------------------
 # Displacements (shared by the offline generator and online training)
 # ----------------------------------------------------------------------------------------------------------------
-def free_atoms(fixed: torch.Tensor, tags: torch.Tensor, batch_index: torch.Tensor, num_systems: int, all_atoms_free: bool = False):
+def free_atoms(
+    fixed: torch.Tensor, tags: torch.Tensor, batch_index: torch.Tensor, num_systems: int, all_atoms_free: bool = False
+):
     """(free (N,) bool, uninformed (B,) bool) for a batch: see the module docstring for the rule.
 
     ``uninformed`` marks structures without any fixed atom or non-zero tag; their atoms are free only when
@@ -283,7 +285,8 @@ def onto_sphere(vectors: torch.Tensor, free: torch.Tensor, norm: float, fallback
     finite), exactly 0 on the others; ``fallbacks`` counts the free atoms that took their fallback."""
     vectors = vectors.to(torch.float64)
     length = torch.linalg.vector_norm(vectors, dim=1, keepdim=True)
-    usable = torch.isfinite(length) & (length > torch.finfo(torch.float64).tiny) & torch.isfinite(vectors).all(1, keepdim=True)
+    tiny = torch.finfo(torch.float64).tiny
+    usable = torch.isfinite(vectors).all(1, keepdim=True) & torch.isfinite(length) & (length > tiny)
     unit = torch.where(usable, vectors / torch.where(usable, length, torch.ones_like(length)), fallback.to(vectors))
     delta = torch.where(free.unsqueeze(1), norm * unit, torch.zeros_like(unit))
     return delta, int((~usable.squeeze(1) & free).sum())
@@ -355,9 +358,10 @@ def attack_gradient(batch, delta: torch.Tensor, free: torch.Tensor, student: Stu
             still = batch.clone()
             still.pos = moved.pos.detach()
             teacher_out = _teacher_constants(teacher, still, kind == "vanilla2")
+        device = student_out.forces.device
         loss = attack_loss(
-            kind, student_out, teacher_out, free.to(student_out.forces.device), batch_index.to(student_out.forces.device),
-            num_systems, student.energy_scale, student.force_scale,
+            kind, student_out, teacher_out, free.to(device), batch_index.to(device), num_systems,
+            student.energy_scale, student.force_scale,
         )
         (gradient,) = torch.autograd.grad(loss, leaf, allow_unused=True)
     if gradient is None:
@@ -421,8 +425,8 @@ def _frames_free_atoms(frames: Sequence[LabelledFrame], all_atoms_free: bool):
     from augkd.records import fixed_mask
 
     natoms = [len(f.atoms) for f in frames]
-    fixed = torch.from_numpy(np.concatenate([fixed_mask(f.atoms) for f in frames])) if frames else torch.zeros(0, dtype=torch.bool)
-    tags = torch.from_numpy(np.concatenate([f.atoms.get_tags() for f in frames])) if frames else torch.zeros(0, dtype=torch.long)
+    fixed = torch.from_numpy(np.concatenate([fixed_mask(f.atoms) for f in frames] or [np.zeros(0, dtype=bool)]))
+    tags = torch.from_numpy(np.concatenate([f.atoms.get_tags() for f in frames] or [np.zeros(0, dtype=np.int64)]))
     index = torch.repeat_interleave(torch.arange(len(frames)), torch.tensor(natoms, dtype=torch.long))
     free, uninformed = free_atoms(fixed, tags, index, len(frames), all_atoms_free)
     masks = list(torch.split(free, natoms))
@@ -460,7 +464,8 @@ def jitter_frames(
     check_elements(frames, teacher, student if config.mode == "adversarial" else None)
     check_teacher_offers(teacher, config.label_config)
     offered = getattr(teacher, "offered_properties", ("energy", "forces"))
-    if "atom_energy" not in offered and (config.atom_energy or (config.mode == "adversarial" and config.attack_loss == "vanilla2")):
+    attacks_atom_energy = config.mode == "adversarial" and config.attack_loss == "vanilla2"
+    if "atom_energy" not in offered and (config.atom_energy or attacks_atom_energy):
         need = "attack loss vanilla2" if not config.atom_energy else "atom_energy caching"
         raise ConfigError(f"{need} needs per-atom energies; teacher {teacher.identity.name} has none")
     masks, uninformed = _frames_free_atoms(frames, config.all_atoms_free)
@@ -549,4 +554,5 @@ def _row(parent: LabelledFrame, atoms, labels, copy: int, config: JitterConfig, 
     )
     if config.caches_teacher_outputs:
         data.update(teacher_row_data(labels, teacher.identity.name, config.label_config, encode))
-    return LabelledFrame(atoms=atoms, energy=float(labels.energy), forces=np.asarray(labels.forces, dtype=np.float64), data=data)
+    forces = np.asarray(labels.forces, dtype=np.float64)
+    return LabelledFrame(atoms=atoms, energy=float(labels.energy), forces=forces, data=data)
