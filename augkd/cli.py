@@ -70,6 +70,26 @@ def _label_job(args: argparse.Namespace):
     return LabelJob(_existing_dataset(args.source), config), None
 
 
+def _jitter_job(args: argparse.Namespace):
+    from augkd.distributed.jobs import JitterJob
+    from augkd.generators.jitter import JitterConfig
+
+    features = tuple(f for f in (args.features or "").replace(" ", "").split(",") if f and f != "atom_energy")
+    options = {
+        "norm": args.norm, "mode": args.mode, "copies": args.copies, "seed": args.seed, "teacher": args.teacher,
+        "teacher_kwargs": _teacher_kwargs(args.teacher_kwargs) if args.teacher_kwargs else {},
+        "student": str(Path(args.student).resolve()) if args.student else None, "steps": args.steps,
+        "step_size": args.step_size, "attack_loss": args.attack_loss, "features": features,
+        "atom_energy": "atom_energy" in (args.features or ""), "feature_dtype": args.feature_dtype,
+        "all_atoms_free": args.all_atoms_free, "force_large_norm": args.force_large_norm, "device": args.device,
+        "batch_size": args.batch_size,
+    }
+    if args.student and not Path(args.student).is_file():
+        raise AugkdError(f"--student {args.student}: no such checkpoint file")
+    config = JitterConfig(**{key: value for key, value in options.items() if value is not None})
+    return JitterJob(_existing_dataset(args.source), config), None
+
+
 def _existing_dataset(path: Path) -> Path:
     from augkd.io.dataset import load_manifest
 
@@ -227,6 +247,29 @@ def _add_label_recipe(label: argparse.ArgumentParser) -> list[argparse.Action]:
     ]
 
 
+def _add_jitter_recipe(jitter: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [
+        jitter.add_argument("--in", dest="source", required=True, type=Path, help="augkd dataset to displace"),
+        jitter.add_argument("--norm", required=True, type=float, help="displacement of every free atom, Å"),
+        jitter.add_argument("--mode", default="rattle", help="rattle (random directions) or adversarial"),
+        jitter.add_argument("--teacher", help="labelling teacher (default chgnet); attacked when differentiable"),
+        jitter.add_argument("--teacher-kwargs"),
+        jitter.add_argument("--student", help="adversarial: student checkpoint whose error to the teacher grows"),
+        jitter.add_argument("--copies", type=int, help="displaced copies per input row (default 1)"),
+        jitter.add_argument("--seed", type=int),
+        jitter.add_argument("--steps", type=int, help="adversarial: projected ascent steps (default 1)"),
+        jitter.add_argument("--step-size", type=float, help="adversarial: ascent step, Å (default: --norm)"),
+        jitter.add_argument("--attack-loss", help="adversarial: forces (default), vanilla1 or vanilla2"),
+        jitter.add_argument("--features", help="teacher outputs to cache as `augkd label` does: atom_energy,node,..."),
+        jitter.add_argument("--feature-dtype", choices=("float16", "float32")),
+        jitter.add_argument("--all-atoms-free", action="store_true",
+                            help="let every atom of rows without tags or FixAtoms move (else they are refused)"),
+        jitter.add_argument("--force-large-norm", action="store_true", help="allow --norm above 1 Å"),
+        jitter.add_argument("--device", help="cpu (default) or cuda"),
+        jitter.add_argument("--batch-size", type=int, help="structures per batched model call (default 16)"),
+    ]
+
+
 def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     """How a job runs (never what it makes): shared by generate, label and jitter."""
     parser.add_argument("--out", required=True, type=Path, help="dataset directory (created, or resumed)")
@@ -259,10 +302,12 @@ def _add_array_arguments(submit: argparse.ArgumentParser) -> None:
 JOBS = {
     "generate": (_add_generate_recipe, _generate_job),
     "label": (_add_label_recipe, _label_job),
+    "jitter": (_add_jitter_recipe, _jitter_job),
 }
 JOB_HELP = {
     "generate": "generate a teacher-labelled synthetic dataset",
     "label": "add cached teacher outputs (energy, forces, features) to a dataset",
+    "jitter": "teacher-labelled rattled or adversarial copies of a dataset's rows",
 }
 OVERRIDES_HELP = "hydra-style overrides, e.g. filters.max_abs_force=30"
 

@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 from augkd.errors import ConfigError
 from augkd.generators.d1m import GenerateConfig, ShardResult, generate_shard, prepare
+from augkd.generators.jitter import EXECUTION_FIELDS, JitterConfig, jitter_frames
+from augkd.generators.jitter import prepare as prepare_jitter
 from augkd.generators.label import LabelConfig, check_teacher_offers, label_frames
 from augkd.io.arrays import encode_array
 from augkd.io.dataset import DatasetWriter, load_manifest, read_frames, shard_paths
@@ -157,3 +159,34 @@ class LabelJob(SourceJob):
         count = (lambda done: progress(done, done)) if progress else None
         frames = label_frames(self.source_frames(index), self.teacher(), self.config, encode_array, count)
         return ShardResult(frames, {"labelled_rows": len(frames)})
+
+
+@dataclass(frozen=True)
+class JitterJob(SourceJob):
+    config: JitterConfig = None
+    command = "jitter"
+
+    def plan(self) -> dict[str, Any]:
+        from augkd.teachers.interface import sha256_file
+
+        config = self.config
+        teacher = prepare_jitter(config).teacher
+        return {
+            **self.source_plan(),
+            "origin": config.mode,
+            "teacher": teacher.identity.to_dict(),  # the rows' labels are this teacher's
+            "teacher_differentiable": bool(getattr(teacher, "differentiable", False)),
+            "source_teacher": self._manifest.get("teacher"),
+            "student": {"path": config.student, "sha256": sha256_file(config.student)} if config.student else None,
+            "jitter": {k: v for k, v in config.to_dict().items() if k not in EXECUTION_FIELDS},
+        }
+
+    def run_shard(self, index: int, progress: Progress | None = None) -> ShardResult:
+        config = self.config
+        context = prepare_jitter(config)
+        count = (lambda rows: progress(rows, rows * config.copies)) if progress else None
+        frames, stats = jitter_frames(
+            self.source_frames(index), config, context.teacher, context.student, encode_array, count
+        )
+        stats.pop("teacher_differentiable", None)  # a property of the teacher: in the plan, not summed per shard
+        return ShardResult(frames, stats)

@@ -10,11 +10,13 @@ stored with ``augkd.io.arrays``-style base64 encoding, produced here by ``encode
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
+
+from ase import Atoms
 
 from augkd.errors import ConfigError
 from augkd.records import LabelledFrame
-from augkd.teachers import Teacher
+from augkd.teachers import Labels, Teacher
 from augkd.teachers.interface import check_properties
 
 OUTPUTS = ("energy", "forces", "atom_energy")
@@ -44,6 +46,33 @@ def check_teacher_offers(teacher: Teacher, config: LabelConfig) -> None:
     check_properties(teacher.identity.name, wanted, teacher.offered_properties)
 
 
+def label_properties(config: LabelConfig) -> list[str]:
+    """What to ask the teacher for: energy and forces, plus per-atom energies and the configured features."""
+    return ["energy", "forces"] + (["atom_energy"] if config.atom_energy else []) + list(config.features)
+
+
+def label_structures(teacher: Teacher, atoms_list: Sequence[Atoms], properties: Sequence[str]) -> list[Labels]:
+    """The teacher's labels of many structures: batched model calls where the teacher offers ``label_batch``."""
+    batched = getattr(teacher, "label_batch", None)
+    if batched is not None:
+        return batched(atoms_list, properties)
+    return [teacher.label(atoms, properties) for atoms in atoms_list]
+
+
+def teacher_row_data(labels: Labels, teacher_name: str, config: LabelConfig, encode: Callable) -> dict:
+    """The ``teacher_*`` keys of a row's ``data`` for a teacher's ``labels`` (see the module docstring)."""
+    data = {
+        "teacher_name": teacher_name,
+        "teacher_energy": float(labels.energy),
+        "teacher_forces": encode(labels.forces, "float32"),
+    }
+    if config.atom_energy:
+        data["teacher_atom_energy"] = encode(labels.atom_energy, "float32")
+    if config.features:
+        data["teacher_features"] = {name: encode(labels.features[name], config.feature_dtype) for name in config.features}
+    return data
+
+
 def label_frames(
     frames: Iterable[LabelledFrame],
     teacher: Teacher,
@@ -52,18 +81,11 @@ def label_frames(
     progress: Callable[[int], None] | None = None,
 ) -> list[LabelledFrame]:
     """Copies of ``frames`` whose ``data`` carries the teacher's outputs (the frames' own labels are kept)."""
-    properties = ["energy", "forces"] + (["atom_energy"] if config.atom_energy else []) + list(config.features)
+    properties = label_properties(config)
     out = []
     for frame in frames:
         labels = teacher.label(frame.atoms, properties)
-        data = dict(frame.data)
-        data["teacher_name"] = teacher.identity.name
-        data["teacher_energy"] = float(labels.energy)
-        data["teacher_forces"] = encode(labels.forces, "float32")
-        if config.atom_energy:
-            data["teacher_atom_energy"] = encode(labels.atom_energy, "float32")
-        if config.features:
-            data["teacher_features"] = {name: encode(labels.features[name], config.feature_dtype) for name in config.features}
+        data = {**frame.data, **teacher_row_data(labels, teacher.identity.name, config, encode)}
         out.append(LabelledFrame(frame.atoms, frame.energy, frame.forces, data))
         if progress is not None:
             progress(1)

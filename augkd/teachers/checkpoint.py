@@ -16,7 +16,7 @@ from augkd.errors import ConfigError
 from augkd.models.checkpoint import load_model
 from augkd.models.data import atoms_to_batch, cast_batch
 from augkd.models.interface import ModelOutput
-from augkd.teachers.interface import Labels, TeacherIdentity, check_properties, sha256_file
+from augkd.teachers.interface import Labels, TeacherIdentity, check_properties, sha256_file, split_output
 
 OUTPUT_PROPERTIES = ("energy", "forces", "atom_energy")
 
@@ -43,9 +43,18 @@ class CheckpointTeacher:
         """Features with one row per graph edge: ``predict`` gives them, ``label`` (per-atom arrays) cannot."""
         return self.model.per_edge_features()
 
-    def predict(self, batch) -> ModelOutput:
-        """The model's outputs for a fairchem batch, detached (no autograd graph is kept)."""
+    #: ``predict(batch, differentiable=True)`` gives outputs that autograd can follow back to ``batch.pos``
+    differentiable = True
+
+    def predict(self, batch, differentiable: bool = False) -> ModelOutput:
+        """The model's outputs for a fairchem batch, detached (no autograd graph is kept).
+
+        ``differentiable=True``: outputs keep their graph back to ``batch.pos`` (pass positions computed from a
+        tensor that requires grad, e.g. X + δ, so that forces keep theirs too); the weights still never train.
+        """
         batch = cast_batch(batch.to(self.device), self.dtype)
+        if differentiable:
+            return self.model(batch)
         with torch.no_grad():  # gradient-force models re-enable grad for -∇E themselves
             output = self.model(batch)
         graph = output.graph
@@ -62,7 +71,7 @@ class CheckpointTeacher:
         per_edge = set(self.per_edge_features())
         return (*OUTPUT_PROPERTIES, *(name for name in self.feature_shapes() if name not in per_edge))
 
-    def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels:
+    def _check_properties(self, properties: Sequence[str]) -> None:
         per_edge = sorted(set(properties) & set(self.per_edge_features()))
         if per_edge:
             raise ConfigError(
@@ -70,6 +79,9 @@ class CheckpointTeacher:
                 "(label its per-atom sums 'edge2node' / 'edge_vector' instead, or use the teacher online)"
             )
         check_properties(self.identity.name, properties, self.offered_properties)
+
+    def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels:
+        self._check_properties(properties)
         output = self.predict(atoms_to_batch([atoms], dtype=self.dtype))
         return Labels(
             energy=float(output.energy[0]),
@@ -77,6 +89,15 @@ class CheckpointTeacher:
             atom_energy=output.atom_energy.cpu().numpy().astype(np.float64) if "atom_energy" in properties else None,
             features={name: output.features[name].cpu().numpy() for name in properties if name in output.features},
         )
+
+    def label_batch(self, atoms_list: Sequence[Atoms], properties: Sequence[str] = ("energy", "forces")) -> list[Labels]:
+        """``label`` of many structures with one batched forward pass."""
+        self._check_properties(properties)
+        atoms_list = list(atoms_list)
+        if not atoms_list:
+            return []
+        output = self.predict(atoms_to_batch(atoms_list, dtype=self.dtype))
+        return split_output(output, [len(a) for a in atoms_list], set(properties))
 
     def calculator(self) -> Calculator:
         return TeacherCalculator(self)

@@ -54,24 +54,50 @@ class CHGNetTeacher(ModelTeacher):
     def _node_module(self):
         return self.model.readout_norm if self.model.readout_norm is not None else self.model.atom_conv_layers[-1]
 
-    def _forward_atoms(self, atoms_list):
+    #: ``predict(batch, differentiable=True)``: CHGNet takes -∂E/∂x with ``create_graph=True`` itself, so its
+    #: forces can be differentiated once more with respect to the positions
+    differentiable = True
+
+    def predict(self, batch, differentiable: bool = False):
+        """See ``TorchTeacher.predict``; differentiable outputs stay on the teacher's device.
+
+        Differentiable mode builds CHGNet's graphs (neighbour lists, images) from the detached positions and adds
+        ``batch.pos - batch.pos.detach()`` (zero, but with the gradient of the identity) to each graph's
+        fractional coordinates: the values are exactly CHGNet's own, and autograd reaches ``batch.pos``.
+        Features are detached (hooks copy them).
+        """
+        if not differentiable:
+            return self._forward_atoms(batch.to_ase())
+        plain = batch.clone()
+        plain.pos = batch.pos.detach()
+        return self._forward_atoms(plain.to_ase(), offsets=batch.pos - batch.pos.detach())
+
+    def _forward_atoms(self, atoms_list, offsets=None):
         import torch
         from pymatgen.io.ase import AseAtomsAdaptor
 
         from augkd.models.interface import ModelOutput
 
+        keep = (lambda t: t) if offsets is not None else (lambda t: t.detach().cpu())
         energies, forces, site_energies, nodes = [], [], [], []
+        first_atom = 0
         for start in range(0, len(atoms_list), self.chunk):
             chunk = atoms_list[start : start + self.chunk]
             with contextlib.redirect_stdout(io.StringIO()):
                 graphs = [self.model.graph_converter(AseAtomsAdaptor.get_structure(a)).to(self.device) for a in chunk]
+            if offsets is not None:
+                for graph, atoms in zip(graphs, chunk):
+                    shift = offsets[first_atom : first_atom + len(atoms)].to(self.device, graph.atom_frac_coord.dtype)
+                    lattice = graph.lattice.detach()
+                    graph.atom_frac_coord = graph.atom_frac_coord.detach() + shift @ torch.linalg.inv(lattice)
+                    first_atom += len(atoms)
             with capture_outputs({"node": (self._node_module(), lambda out: out)}) as captured:
                 prediction = self.model(graphs, task="ef", return_site_energies=True)
-            natoms = torch.tensor([len(a) for a in chunk], dtype=torch.float32)
-            energy = prediction["e"].detach().cpu().float()
-            energies.append(energy * natoms if self.model.is_intensive else energy)  # eV/atom -> eV
-            forces.extend(f.detach().cpu() for f in prediction["f"])
-            site_energies.extend(e.detach().cpu() for e in prediction["site_energies"])
+            natoms = torch.tensor([len(a) for a in chunk], dtype=torch.float32, device=prediction["e"].device)
+            energy = keep(prediction["e"]).float()
+            energies.append(energy * natoms.to(energy.device) if self.model.is_intensive else energy)  # eV/atom -> eV
+            forces.extend(keep(f) for f in prediction["f"])
+            site_energies.extend(keep(e) for e in prediction["site_energies"])
             nodes.append(captured["node"][0].cpu())
         return ModelOutput(
             energy=torch.cat(energies),

@@ -142,9 +142,15 @@ class FairchemTeacher(ModelTeacher):
     def _forward_atoms(self, atoms_list):
         return self.predict(self._to_batch(atoms_list))
 
-    def predict(self, batch):
-        """Energy, forces, per-atom energies and features for a fairchem ``AtomicData`` batch (any task field)."""
+    def predict(self, batch, differentiable: bool = False):
+        """Energy, forces, per-atom energies and features for a fairchem ``AtomicData`` batch (any task field).
+
+        Not differentiable: fairchem's predict unit detaches its outputs (an attack uses them as constants).
+        """
         import torch
+
+        if differentiable:
+            raise ConfigError(f"teacher {self.identity.name} has no differentiable predict()")
 
         from augkd.models.interface import ModelOutput
 

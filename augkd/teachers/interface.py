@@ -10,11 +10,16 @@ x, y, z order; see ``augkd.models.interface.FEATURE_KINDS``). Asking for anythin
 the property and what the teacher offers. Energy and forces are always returned; the rest only when asked for.
 
 Torch teachers also offer ``predict(batch) -> ModelOutput`` on a fairchem ``AtomicData`` batch (``TorchTeacher``).
+Those whose class attribute ``differentiable`` is True also take ``predict(batch, differentiable=True)``: outputs
+that autograd follows back to ``batch.pos`` (forces included), for adversarial displacements (augkd ``ckpt:``
+models, CHGNet and SevenNet; fairchem checkpoints are not: their predict unit detaches, so their outputs are
+constants to an attack).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,10 +81,13 @@ class Teacher(Protocol):
 
 @runtime_checkable
 class TorchTeacher(Teacher, Protocol):
-    def predict(self, batch) -> ModelOutput:
+    differentiable: bool
+
+    def predict(self, batch, differentiable: bool = False) -> ModelOutput:
         """Energy (B,), forces (N, 3), atom_energy (N,) and every feature for a fairchem ``AtomicData`` batch.
 
-        Tensors are detached, on CPU, float32, atoms in batch order.
+        Tensors are detached, on CPU, float32, atoms in batch order. With ``differentiable=True`` (only where the
+        class sets ``differentiable``) energy, forces and atom_energy keep their autograd graph to ``batch.pos``.
         """
         ...
 
@@ -95,6 +103,24 @@ def check_properties(teacher_name: str, properties: Sequence[str], offered: Sequ
             f"(it offers: {', '.join(offered)})"
         )
     return set(properties)
+
+
+def split_output(output: ModelOutput, natoms: Sequence[int], wanted: set[str]) -> list[Labels]:
+    """Per-structure ``Labels`` (float64 energy/forces/atom_energy, features as given) of a batched output."""
+    ends = np.cumsum([0, *natoms])
+    forces = output.forces.detach().cpu().numpy().astype(np.float64)
+    atom_energy = output.atom_energy.detach().cpu().numpy().astype(np.float64) if "atom_energy" in wanted else None
+    features = {name: value.detach().cpu().numpy() for name, value in output.features.items() if name in wanted}
+    energies = output.energy.detach().cpu().double().tolist()
+    return [
+        Labels(
+            energy=float(energies[i]),
+            forces=forces[start:end],
+            atom_energy=None if atom_energy is None else atom_energy[start:end],
+            features={name: value[start:end] for name, value in features.items()},
+        )
+        for i, (start, end) in enumerate(itertools.pairwise(ends))
+    ]
 
 
 class CalculatorTeacher:
@@ -120,6 +146,10 @@ class CalculatorTeacher:
         energy = float(atoms.get_potential_energy())
         forces = np.array(atoms.get_forces(apply_constraint=False), dtype=np.float64)
         return Labels(energy=energy, forces=forces)
+
+    def label_batch(self, atoms_list: Sequence[Atoms], properties: Sequence[str] = ("energy", "forces")) -> list[Labels]:
+        """``label`` of each structure (an ASE calculator takes one structure at a time)."""
+        return [self.label(atoms, properties) for atoms in atoms_list]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.identity.name})"
@@ -187,7 +217,20 @@ class ModelTeacher:
             features={name: output.features[name].numpy() for name in self._feature_shapes if name in wanted},
         )
 
-    def predict(self, batch) -> ModelOutput:
+    def label_batch(self, atoms_list: Sequence[Atoms], properties: Sequence[str] = ("energy", "forces")) -> list[Labels]:
+        """``label`` of many structures with batched model calls (the model directly, not the ASE calculator)."""
+        wanted = check_properties(self.identity.name, properties, self.offered_properties)
+        atoms_list = list(atoms_list)
+        if not atoms_list:
+            return []
+        return split_output(self._forward_atoms(atoms_list), [len(a) for a in atoms_list], wanted)
+
+    #: whether ``predict(batch, differentiable=True)`` is supported (subclasses that implement it set True)
+    differentiable = False
+
+    def predict(self, batch, differentiable: bool = False) -> ModelOutput:
+        if differentiable:
+            raise ConfigError(f"teacher {self.identity.name} has no differentiable predict()")
         return self._forward_atoms(batch.to_ase())
 
     def _forward_atoms(self, atoms_list: list[Atoms]) -> ModelOutput:

@@ -13,6 +13,7 @@ the same data dict):
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 from ase.data import chemical_symbols
@@ -32,6 +33,21 @@ SHIPPED_MODELS = ("7net-0", "sevennet-0", "7net-l3i5", "sevennet-l3i5", "7net-mf
 
 NODE_MODULE = "4_equivariant_gate"
 VECTOR_MODULE = "3_equivariant_gate"
+FORCE_MODULE = "force_output"
+
+
+@contextlib.contextmanager
+def _graph_kept(force_module, keep: bool):
+    """SevenNet's force module differentiates with ``create_graph=self.training``: set it for this call only."""
+    if not keep or force_module is None:
+        yield
+        return
+    was = force_module.training
+    force_module.training = True
+    try:
+        yield
+    finally:
+        force_module.training = was
 
 
 def _irrep_block(irreps, l: int) -> tuple[int, int] | None:
@@ -61,7 +77,29 @@ class SevenNetTeacher(ModelTeacher):
         self._node_width = shapes["node"][0]
         super().__init__(identity, calculator, elements, shapes)
 
-    def _forward_atoms(self, atoms_list):
+    @property
+    def differentiable(self) -> bool:
+        """SevenNet takes forces from ∂E/∂(edge vectors); ``FORCE_MODULE`` must be there to keep that graph."""
+        return FORCE_MODULE in self.model._modules
+
+    def predict(self, batch, differentiable: bool = False):
+        """See ``TorchTeacher.predict``; differentiable outputs stay on the teacher's device.
+
+        Differentiable mode builds SevenNet's graphs from the detached positions, then adds ``o[dst] − o[src]``,
+        o = ``batch.pos − batch.pos.detach()`` (zero, with the gradient of the identity), to every edge vector
+        (pos[dst] − pos[src] + shift): values exactly SevenNet's own, and autograd reaches ``batch.pos``. The force
+        module runs with ``create_graph`` (its training flag, for that call only) so forces stay differentiable.
+        Features are detached (hooks copy them).
+        """
+        if not differentiable:
+            return self._forward_atoms(batch.to_ase())
+        if not self.differentiable:
+            raise ConfigError(f"teacher {self.identity.name} has no {FORCE_MODULE!r} module to differentiate")
+        plain = batch.clone()
+        plain.pos = batch.pos.detach()
+        return self._forward_atoms(plain.to_ase(), offsets=batch.pos - batch.pos.detach())
+
+    def _forward_atoms(self, atoms_list, offsets=None):
         import sevenn._keys as KEY
         import torch
         from sevenn.atom_graph_data import AtomGraphData
@@ -70,30 +108,39 @@ class SevenNetTeacher(ModelTeacher):
         from augkd.models.interface import ModelOutput
 
         calc = self._calculator
+        keep = (lambda t: t) if offsets is not None else (lambda t: t.detach())
         hooks = {"node": (self.model._modules[NODE_MODULE], lambda out: out[KEY.NODE_FEATURE])}
         if self._vector_block is not None:
             hooks["vector"] = (self.model._modules[VECTOR_MODULE], lambda out: out[KEY.NODE_FEATURE])
+        force_module = self.model._modules.get(FORCE_MODULE)
         energies, forces, atom_energies = [], [], []
+        first_atom = 0
         # one structure per call: SevenNet's batch mode gave no speed-up on CPU (shared spec)
-        with capture_outputs(hooks) as captured:
+        with capture_outputs(hooks) as captured, _graph_kept(force_module, offsets is not None):
             for atoms in atoms_list:
                 data = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, calc.cutoff, with_shift=False))
                 if calc.modal:
                     data[KEY.DATA_MODALITY] = calc.modal
                 data.to(calc.device)
+                if offsets is not None:
+                    shift = offsets[first_atom : first_atom + len(atoms)].to(calc.device, data[KEY.EDGE_VEC].dtype)
+                    source, target = data[KEY.EDGE_IDX]
+                    data[KEY.EDGE_VEC] = data[KEY.EDGE_VEC] + shift[target] - shift[source]
+                    first_atom += len(atoms)
                 output = self.model(data)
-                energies.append(output[KEY.PRED_TOTAL_ENERGY].detach().reshape(1))
-                forces.append(output[KEY.PRED_FORCE].detach()[: len(atoms)])
-                atom_energies.append(output[KEY.ATOMIC_ENERGY].detach().reshape(-1))
+                energies.append(keep(output[KEY.PRED_TOTAL_ENERGY]).reshape(1))
+                forces.append(keep(output[KEY.PRED_FORCE])[: len(atoms)])
+                atom_energies.append(keep(output[KEY.ATOMIC_ENERGY]).reshape(-1))
         features = {"node": torch.cat(captured["node"])[:, : self._node_width]}
         if self._vector_block is not None:
             offset, mul = self._vector_block
             block = torch.cat(captured["vector"])[:, offset : offset + 3 * mul]
             features["vector"] = block.reshape(-1, mul, 3).transpose(1, 2).contiguous()
+        place = (lambda t: t.float()) if offsets is not None else (lambda t: t.cpu().float())
         return ModelOutput(
-            energy=torch.cat(energies).cpu().float(),
-            forces=torch.cat(forces).cpu().float(),
-            atom_energy=torch.cat(atom_energies).cpu().float(),
+            energy=place(torch.cat(energies)),
+            forces=place(torch.cat(forces)),
+            atom_energy=place(torch.cat(atom_energies)),
             features={name: value.cpu().float() for name, value in features.items()},
         )
 

@@ -92,6 +92,9 @@ class TrainConfig:
         if values["kd"]["losses"] and teacher["mode"] == "none":
             raise ConfigError("KD losses need a teacher: set teacher.mode to cached or online")
         check_mixture_config(values["data"], values["mixer"])
+        from augkd.train.jitter import check_online_jitter
+
+        check_online_jitter(values)
         return cls(values)
 
 
@@ -121,6 +124,7 @@ class Trainer:
         from augkd.kd.heads import ProjectionHeads
         from augkd.kd.losses import KDLoss
         from augkd.models.registry import build_model
+        from augkd.train.jitter import online_jitter
 
         self.config = config
         self.rank, self.world_size, self.device = distributed_context()
@@ -160,6 +164,7 @@ class Trainer:
             force_scale=self.normalizer.force_scale,
             auto_fraction=config["kd"]["auto_lambda"] or 1.0,
         )
+        self.jitter = online_jitter(config.values, self.rank, self.normalizer)  # None unless jitter.mode is set
         self.heads = None
         if len(self.kd):
             teacher_shapes = self._teacher_feature_shapes()
@@ -390,6 +395,10 @@ class Trainer:
                 log.update({f"kd_{k}": v for k, v in kd_parts.items()})
             else:  # no row of this batch has teacher outputs: blank, so the CSV keeps the KD columns
                 log.update({f"kd_{name}": "" for name in self.kd.names})
+        if self.jitter is not None:  # a pseudo-loss on teacher-labelled displaced copies (augkd.train.jitter)
+            jitter_loss, jitter_log = self.jitter.loss(data, self.student, self.teacher, self.step)
+            loss = loss + jitter_loss
+            log.update(jitter_log)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss is {float(loss)} at step {self.step + 1} (batch sids {batch.sids}); "
