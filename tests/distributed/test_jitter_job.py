@@ -112,7 +112,13 @@ def test_adversarial_through_the_cli_and_killed_run_resumes(source, student, tmp
     process.wait()
     assert not (out / "manifest.json").exists()
     assert main([*args, "--resume"]) == 0
-    assert_same_rows(rows, rows_by_copy(out))
+    # Every row exactly once. Values to float32 rounding only: the attack's backward pass (scatter-adds) sums in
+    # an order that depends on the torch thread count, which differs between that process and this one.
+    resumed = rows_by_copy(out)
+    assert sorted(resumed) == sorted(rows)
+    for key, row in rows.items():
+        np.testing.assert_allclose(resumed[key].atoms.positions, row.atoms.positions, atol=1e-6)
+        assert resumed[key].energy == pytest.approx(row.energy, rel=1e-6, abs=1e-6)
 
 
 @pytest.mark.parametrize("extra, mode, message", [
