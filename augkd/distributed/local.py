@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from augkd.errors import ConfigError
 from augkd.generators.d1m import GenerateConfig, generate_shard, prepare
+from augkd.io.arrays import encode_array
 from augkd.io.dataset import PLAN, DatasetError, DatasetWriter
 
 
@@ -40,7 +41,7 @@ def _write_one_shard(config: GenerateConfig, out: str, plan: dict, index: int, p
     # count (last-bit differences in BFGS steps, measured), and Dask workers run single-threaded BLAS, so every
     # executor relaxes with one BLAS thread; the matrices of a relaxation are small, it costs nothing.
     with threadpool_limits(limits=1, user_api="blas"):
-        result = generate_shard(config, index, progress)
+        result = generate_shard(config, index, progress, encode=encode_array)
     return DatasetWriter(out, plan).write_shard(index, result.frames, result.stats).to_dict()
 
 

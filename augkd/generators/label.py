@@ -54,14 +54,32 @@ def label_frames(
     for frame in frames:
         labels = teacher.label(frame.atoms, properties)
         data = dict(frame.data)
-        data["teacher_name"] = teacher.identity.name
-        data["teacher_energy"] = float(labels.energy)
-        data["teacher_forces"] = encode(labels.forces, "float32")
-        if config.atom_energy:
-            data["teacher_atom_energy"] = encode(labels.atom_energy, "float32")
-        if config.features:
-            data["teacher_features"] = {name: encode(labels.features[name], config.feature_dtype) for name in config.features}
+        data.update(
+            teacher_output_data(
+                teacher.identity.name, labels.energy, labels.forces,
+                labels.atom_energy if config.atom_energy else None,
+                {name: labels.features[name] for name in config.features}, encode, config.feature_dtype,
+            )
+        )
         out.append(LabelledFrame(frame.atoms, frame.energy, frame.forces, data))
         if progress is not None:
             progress(1)
     return out
+
+
+def teacher_output_data(
+    teacher_name: str,
+    energy: float,
+    forces,
+    atom_energy,
+    features: dict,
+    encode: Callable,
+    feature_dtype: str = "float16",
+) -> dict:
+    """The row ``data`` entries of cached teacher outputs (keys in the module docstring); ``atom_energy`` may be None."""
+    data = {"teacher_name": teacher_name, "teacher_energy": float(energy), "teacher_forces": encode(forces, "float32")}
+    if atom_energy is not None:
+        data["teacher_atom_energy"] = encode(atom_energy, "float32")
+    if features:
+        data["teacher_features"] = {name: encode(value, feature_dtype) for name, value in features.items()}
+    return data
