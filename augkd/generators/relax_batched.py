@@ -12,7 +12,8 @@ fails, and waiting systems join while the batch is within its limits. Every syst
 step count and step limit, FixAtoms (fixed atoms never move), cell and pbc, so it follows the same path whichever
 systems share its forward passes (up to the teacher's float rounding, which can depend on the batch). A teacher
 error for a batch is traced to the system(s) that cause it by running the batch's systems one at a time, and
-only those fail. Teacher outputs beyond energy and forces (per-atom energies, features) are captured from the
+only those fail; a batch that runs out of device memory is finished the same way and halves the atom limit.
+Teacher outputs beyond energy and forces (per-atom energies, features) are captured from the
 same forward pass on the frames the caller names.
 """
 
@@ -106,6 +107,7 @@ class RelaxStats:
     largest_batch_atoms: int = 0
     largest_batch_systems: int = 0
     isolated_errors: int = 0  # batches whose teacher error was traced system by system
+    out_of_memory: int = 0  # batches that ran out of device memory (each halves the atom limit)
     seconds: float = 0.0
 
 
@@ -148,55 +150,73 @@ def _with_positions(batch, positions: torch.Tensor, dtype: torch.dtype):
     return batch
 
 
-def _evaluate(teacher, batch, systems: list[_System], positions, dtype, device):
-    """The teacher's outputs for the batch, and {position in batch: error text} for systems whose evaluation raised.
+def _evaluate(teacher, batch, systems: list[_System], positions, dtype, device, chunk_atoms: int | None):
+    """The teacher's outputs for the running systems, {position in the batch: error text} for systems whose
+    evaluation raised, and whether a pass ran out of device memory.
 
-    On an error for the whole batch each system is run alone: those that raise again fail, the others' outputs
-    come from their own passes.
+    One pass over ``batch`` when it holds at most ``chunk_atoms`` atoms, else consecutive chunks within that limit.
+    A pass that raises is split in halves and retried, down to single systems: a system that raises alone fails,
+    the others get their outputs from the smaller passes.
     """
-    try:
-        return teacher.predict(_with_positions(batch, positions, dtype)), {}
-    except Exception:  # noqa: BLE001  (a teacher failure is data about a system, never fatal to the others)
-        pass
-    outputs, errors = [], {}
     offsets = np.cumsum([0] + [s.natoms for s in systems])
-    for position, system in enumerate(systems):
-        single = _collate([system.data], device)
+    errors: dict[int, str] = {}
+    out_of_memory = False
+
+    def run(group: list[int], collated=None) -> list[tuple[list[int], object]]:
+        nonlocal out_of_memory
+        if collated is None:
+            collated = _collate([systems[p].data for p in group], device)
+        rows = slice(offsets[group[0]], offsets[group[-1] + 1])
         try:
-            outputs.append(teacher.predict(_with_positions(single, positions[offsets[position] : offsets[position + 1]], dtype)))
-        except Exception as exc:  # noqa: BLE001
-            errors[position] = f"{type(exc).__name__}: {exc}"
-            outputs.append(None)
-    return _join_outputs(outputs, [s.natoms for s in systems], positions), errors
+            return [(group, teacher.predict(_with_positions(collated, positions[rows], dtype)))]
+        except Exception as exc:  # noqa: BLE001  (a teacher failure is data about a system, never fatal to others)
+            if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+                out_of_memory = True
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            if len(group) == 1:
+                errors[group[0]] = f"{type(exc).__name__}: {exc}"
+                return [(group, None)]
+        middle = len(group) // 2
+        return run(group[:middle]) + run(group[middle:])
+
+    everyone = list(range(len(systems)))
+    if chunk_atoms is None or int(offsets[-1]) <= chunk_atoms:
+        parts = run(everyone, batch)
+    else:
+        parts, start = [], 0
+        for end in range(1, len(systems) + 1):
+            if end == len(systems) or offsets[end + 1] - offsets[start] > chunk_atoms:
+                parts += run(everyone[start:end])
+                start = end
+    if len(parts) == 1 and parts[0][1] is not None:
+        return parts[0][1], errors, out_of_memory
+    return _join_outputs(parts, [s.natoms for s in systems], positions.dtype), errors, out_of_memory
 
 
-def _join_outputs(outputs: list, natoms: list[int], like: torch.Tensor):
-    """Per-system ModelOutputs (None for a system that raised) joined into one, NaN where a system has none."""
+def _join_outputs(parts: list, natoms: list[int], dtype: torch.dtype):
+    """(systems, ModelOutput or None) of consecutive groups joined into one output; NaN for a group without one."""
     from augkd.models.interface import ModelOutput
 
-    template = next((o for o in outputs if o is not None), None)
-    if template is None:
-        return ModelOutput(
-            energy=torch.full((len(natoms),), float("nan"), dtype=like.dtype),
-            forces=torch.full((sum(natoms), 3), float("nan"), dtype=like.dtype),
-            atom_energy=torch.full((sum(natoms),), float("nan"), dtype=like.dtype),
-        )
+    template = next((output for _, output in parts if output is not None), None)
 
-    def joined(get, per_atom=True):
-        parts = []
-        for output, n in zip(outputs, natoms):
+    def joined(get, per_atom: bool = True) -> torch.Tensor:
+        pieces = []
+        for group, output in parts:
             if output is not None:
-                parts.append(get(output).detach().cpu())
+                pieces.append(get(output).detach().to("cpu", dtype=dtype))
             else:
-                shape = get(template).shape[1:]
-                parts.append(torch.full((n if per_atom else 1, *shape), float("nan"), dtype=get(template).dtype))
-        return torch.cat(parts)
+                rows = sum(natoms[p] for p in group) if per_atom else len(group)
+                shape = tuple(get(template).shape[1:]) if template is not None else ()
+                pieces.append(torch.full((rows, *shape), float("nan"), dtype=dtype))
+        return torch.cat(pieces)
 
+    forces_shape = (lambda o: o.forces) if template is not None else (lambda o: None)
     return ModelOutput(
         energy=joined(lambda o: o.energy.reshape(-1), per_atom=False),
-        forces=joined(lambda o: o.forces),
+        forces=joined(forces_shape) if template is not None else torch.full((sum(natoms), 3), float("nan"), dtype=dtype),
         atom_energy=joined(lambda o: o.atom_energy),
-        features={name: joined(lambda o, name=name: o.features[name]) for name in template.features},
+        features={name: joined(lambda o, name=name: o.features[name]) for name in (template.features if template else {})},
     )
 
 
@@ -236,6 +256,7 @@ def relax_batched(
             raise ConfigError(f"teacher {teacher.identity.name} cannot capture {missing} (it offers {sorted(offered)})")
 
     batcher = _batcher(systems, teacher, batching, dtype, device, stats)
+    chunk_atoms: int | None = None  # set once a pass ran out of memory: running systems are then evaluated in chunks
     active: list[_System] = []
     positions = torch.zeros((0, 3), dtype=torch.float64, device=device)
     free = torch.zeros(0, dtype=torch.bool, device=device)
@@ -265,9 +286,14 @@ def relax_batched(
         stats.largest_batch_atoms = max(stats.largest_batch_atoms, int(positions.shape[0]))
         stats.largest_batch_systems = max(stats.largest_batch_systems, len(active))
 
-        output, errors = _evaluate(teacher, batch, active, positions, dtype, device)
+        output, errors, out_of_memory = _evaluate(teacher, batch, active, positions, dtype, device, chunk_atoms)
         stats.forward_passes += 1
         stats.isolated_errors += bool(errors)
+        if out_of_memory:  # the limit was too generous for this device: from now on half the atoms per pass
+            chunk_atoms = max(min(chunk_atoms or int(positions.shape[0]), int(positions.shape[0])) // 2, 1)
+            batcher.max_atoms = chunk_atoms
+            stats.max_atoms = chunk_atoms
+            stats.out_of_memory += 1
         energy = output.energy.detach().to(device=device, dtype=torch.float64).reshape(-1)
         forces = output.forces.detach().to(device=device, dtype=torch.float64)
         finite = torch.isfinite(energy) & (
