@@ -361,7 +361,7 @@ def _attach_outputs(output, names: tuple[str, ...], rows: list[tuple[int, slice]
     start = 0
     for position, r in rows:
         n = r.stop - r.start
-        active[position].trajectory.frames[-1].outputs = {name: values[start : start + n] for name, values in host.items()}
+        active[position].trajectory.frames[-1].outputs = {name: values[start : start + n].copy() for name, values in host.items()}
         start += n
 
 
