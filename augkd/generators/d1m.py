@@ -343,6 +343,8 @@ class _ShardFrames:
         if wanted:
             outputs = frame.outputs
             if outputs is None:  # the ASE path: label the kept frame once more
+                if self.config.relaxer_choice.relaxer == "batched":
+                    raise RuntimeError(f"frame {frame.step} of system {system.index} was kept but not captured")
                 labels = self.teacher.label(labelled.atoms, ["energy", "forces", *wanted])
                 outputs = {"atom_energy": labels.atom_energy, **labels.features}
             labelled.data.update(

@@ -376,6 +376,28 @@ def test_generate_cached_features_match_the_teacher(batched_dataset, painn_check
         assert frame.energy == pytest.approx(labels.energy, abs=1e-3)
 
 
+def test_ase_relaxer_caches_the_same_outputs_by_labelling_kept_frames(painn_checkpoint, tmp_path):
+    from augkd.io.dataset import load_manifest, read_frames
+    from augkd.teachers import load_teacher
+    from augkd.train.data import cached_teacher_outputs
+
+    out = tmp_path / "ase"
+    args = batched_args(out, painn_checkpoint)
+    args[args.index("--relaxer") + 1] = "ase"
+    args[args.index("--systems") + 1] = "2"
+    args[args.index("--shards") + 1] = "1"
+    assert generate(args) == 0
+    assert {s["relaxer"] for s in load_manifest(out)["shards"]} == {"ase"}
+    teacher = load_teacher(f"ckpt:{painn_checkpoint}")
+    frames = list(read_frames(out))
+    assert frames
+    for frame in frames:
+        cached = cached_teacher_outputs(frame.data)
+        labels = teacher.label(frame.atoms, ["energy", "forces", "atom_energy", "vector"])
+        np.testing.assert_allclose(cached["features"]["vector"].numpy(), labels.features["vector"], atol=2e-2, rtol=1e-2)
+        np.testing.assert_allclose(cached["atom_energy"].numpy(), labels.atom_energy, atol=1e-4)
+
+
 def test_clean_slabs_for_the_surface_check_share_the_batch(painn_checkpoint, monkeypatch):
     from augkd.generators import d1m
 
