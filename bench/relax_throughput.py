@@ -34,9 +34,9 @@ import torch
 
 sys.modules.setdefault("nvalchemiops", None)  # fairchem's warp backend warns about CUDA on CPU-only machines
 
-from augkd.generators.inflight import BatchConfig  # noqa: E402
-from augkd.generators.relax import RelaxConfig, relax  # noqa: E402
-from augkd.generators.relax_batched import RelaxStats, relax_batched  # noqa: E402
+from augkd.generators.inflight import BatchConfig
+from augkd.generators.relax import RelaxConfig, relax
+from augkd.generators.relax_batched import RelaxStats, relax_batched
 
 METALS = ("Cu", "Pt", "Pd", "Ag", "Au", "Ni")
 SLABS = ((3, 3, 4), (4, 4, 4), (3, 4, 3), (4, 4, 5), (3, 3, 3), (4, 5, 4))  # 36, 64, 36, 80, 27, 80 atoms
@@ -69,9 +69,8 @@ def model_teacher(name: str, systems, folder: Path, device: str):
 
     from augkd.models import build_model
     from augkd.models.checkpoint import save_model
-    from augkd.teachers import load_teacher
-
     from augkd.models.data import atoms_to_batch
+    from augkd.teachers import load_teacher
 
     energies, forces = [], []
     for atoms in systems:

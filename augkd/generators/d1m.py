@@ -78,7 +78,7 @@ class GenerateConfig:
             object.__setattr__(self, "shards", -(-self.systems // SYSTEMS_PER_SHARD))
         if not 0 < self.shards <= self.systems:
             raise ConfigError(f"--shards {self.shards} must be between 1 and --systems ({self.systems})")
-        self.relaxer_choice  # refuses a relaxer the teacher or the optimizer cannot have
+        choose_relaxer(self.relaxer, self.teacher, self.relax.optimizer)  # refuses what cannot run
 
     @property
     def relaxer_choice(self) -> RelaxerChoice:

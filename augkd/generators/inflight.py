@@ -155,7 +155,7 @@ def measure_memory(probe: Callable[[int], int], device, copies: tuple[int, int] 
             torch.cuda.synchronize(device)
             peak = torch.cuda.max_memory_allocated(device)
         else:
-            atoms, peak = _peak_rss(lambda: probe(k))
+            atoms, peak = _peak_rss(lambda copies=k: probe(copies))
         points.append((atoms, max(peak - base, 0)))
     (a1, m1), (a2, m2) = points
     # The slope between the probes is the per-atom cost; it is never taken below half the larger probe's average,

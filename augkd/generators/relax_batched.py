@@ -28,7 +28,15 @@ import torch
 from ase import Atoms
 
 from augkd.errors import ConfigError
-from augkd.generators.fire import FireParams, FireState, concat_systems, fire_init, fire_step, segment_max, select_systems
+from augkd.generators.fire import (
+    FireParams,
+    FireState,
+    concat_systems,
+    fire_init,
+    fire_step,
+    segment_max,
+    select_systems,
+)
 from augkd.generators.inflight import (
     AUTO,
     BatchConfig,
@@ -169,7 +177,7 @@ def _evaluate(teacher, batch, systems: list[_System], positions, dtype, device, 
         rows = slice(offsets[group[0]], offsets[group[-1] + 1])
         try:
             return [(group, teacher.predict(_with_positions(collated, positions[rows], dtype)))]
-        except Exception as exc:  # noqa: BLE001  (a teacher failure is data about a system, never fatal to others)
+        except Exception as exc:  # a teacher failure is data about a system, never fatal to the others
             if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
                 out_of_memory = True
                 if device.type == "cuda":

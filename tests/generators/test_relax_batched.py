@@ -6,15 +6,26 @@ import pytest
 import torch
 from ase.build import bulk
 from ase.cluster import Icosahedron
+from conftest import cu_adslab
+from generators.torch_potentials import MorseTeacher
 
 from augkd.errors import ConfigError
 from augkd.generators.fire import FireParams
-from augkd.generators.inflight import BatchConfig, InFlightBatcher, MemoryEstimate, SystemCost, count_edges
+from augkd.generators.inflight import (
+    BatchConfig,
+    InFlightBatcher,
+    MemoryEstimate,
+    SystemCost,
+    count_edges,
+)
 from augkd.generators.relax import RelaxConfig, relax
-from augkd.generators.relax_batched import Capture, RelaxStats, choose_relaxer, relax_batched
+from augkd.generators.relax_batched import (
+    Capture,
+    RelaxStats,
+    choose_relaxer,
+    relax_batched,
+)
 from augkd.records import fixed_mask
-from conftest import cu_adslab
-from generators.torch_potentials import MorseTeacher
 
 FIRE = RelaxConfig(optimizer="FIRE", fmax=0.01, steps=400)
 
@@ -437,8 +448,9 @@ def test_clean_slabs_for_the_surface_check_share_the_batch(painn_checkpoint, mon
 
 
 def test_generate_refuses_impossible_relaxer_requests(tmp_path, capsys, painn_checkpoint):
-    from augkd.cli import main
     from conftest import small_generate_args
+
+    from augkd.cli import main
 
     cases = [
         (small_generate_args(tmp_path / "a", "--relaxer", "batched"), "needs a torch teacher"),
@@ -465,8 +477,9 @@ def assert_batched_follows_ase(teacher, atol):
 
 def test_fairchem_teacher_batches_and_follows_the_ase_path(tmp_path):
     """fairchem v2 checkpoints predict on a batch natively (a tiny random eSEN-style model here)."""
-    from augkd.teachers import load_teacher
     from teachers.fairchem_tiny import save_tiny_fairchem_checkpoint
+
+    from augkd.teachers import load_teacher
 
     path = tmp_path / "tiny.pt"
     save_tiny_fairchem_checkpoint(path)
