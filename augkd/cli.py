@@ -20,6 +20,16 @@ def _teacher_kwargs(text: str) -> dict:
         raise AugkdError(f"--teacher-kwargs {text!r} is not a JSON object")
     return kwargs
 
+def _batch_atoms(text: str | None):
+    """``--batch-atoms``: a positive integer or ``auto``."""
+    if text is None or text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise AugkdError(f"--batch-atoms {text!r} is neither a number of atoms nor 'auto'") from None
+
+
 def _generate_job(args: argparse.Namespace):
     """The job of a ``generate`` command line (yaml ← overrides ← flags) and its ``workers`` value."""
     from augkd.config import compose
@@ -35,6 +45,8 @@ def _generate_job(args: argparse.Namespace):
         "relax.fmax": args.fmax,
         "relax.steps": args.steps,
         "relax.optimizer": args.optimizer,
+        "relaxer": args.relaxer,
+        "batch.max_atoms": _batch_atoms(args.batch_atoms),
         "systems_sampler.bulks": args.bulks,
         "systems_sampler.max_atoms": args.max_atoms,
         "workers": getattr(args, "workers", None),
@@ -54,7 +66,11 @@ def _generate_job(args: argparse.Namespace):
                 section = section[parent]
             section[leaf] = value
     workers = values.pop("workers", 1)
-    return GenerateJob(GenerateConfig.from_dict(values)), workers
+    config = GenerateConfig.from_dict(values)
+    note = config.relaxer_choice.note
+    if note and not args.quiet:
+        print(f"augkd: {note}", file=sys.stderr)
+    return GenerateJob(config), workers
 
 
 def _label_job(args: argparse.Namespace):
@@ -230,7 +246,11 @@ def _add_generate_recipe(gen: argparse.ArgumentParser) -> list[argparse.Action]:
         gen.add_argument("--keep-final", action="store_true", help="always keep the final frame of each trajectory"),
         gen.add_argument("--fmax", type=float, help="convergence threshold in eV/Å (default 0.03)"),
         gen.add_argument("--steps", type=int, help="optimizer steps at most (default 200)"),
-        gen.add_argument("--optimizer", help="ase.optimize class (default BFGS)"),
+        gen.add_argument("--optimizer", help="ase.optimize class (default: FIRE when batched, else BFGS)"),
+        gen.add_argument("--relaxer", choices=("auto", "batched", "ase"),
+                         help="batched FIRE over many systems per teacher call (torch teachers), ASE one system at "
+                              "a time, or auto (default: batched for torch teachers)"),
+        gen.add_argument("--batch-atoms", help="batched relaxer: atoms per teacher call, or auto (measured)"),
         gen.add_argument("--elements", help="element allow-list, e.g. Cu,Pt,O,H,C"),
         gen.add_argument("--bulks", help="bulk database: OC20 bulks.pkl, ASE-readable file(s) or folder"),
         gen.add_argument("--max-atoms", type=int, help="largest adslab (atoms)"),

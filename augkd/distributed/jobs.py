@@ -81,7 +81,7 @@ class GenerateJob(ShardJob):
         return len(self.config.shard_systems(index))
 
     def run_shard(self, index: int, progress: Progress | None = None) -> ShardResult:
-        return generate_shard(self.config, index, progress)
+        return generate_shard(self.config, index, progress, encode=encode_array)
 
     def summary(self, manifest: dict[str, Any], out: str | Path) -> str:
         totals = manifest["totals"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, OrderedDict
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -16,10 +16,13 @@ import numpy as np
 
 from augkd.errors import ConfigError
 from augkd.generators.filters import FilterConfig, label_problem, trajectory_anomaly
-from augkd.generators.relax import RelaxConfig, relax
+from augkd.generators.inflight import BatchConfig
+from augkd.generators.label import LabelConfig, teacher_row_data
+from augkd.generators.relax import RelaxConfig, Trajectory, relax
+from augkd.generators.relax_batched import Capture, RelaxerChoice, choose_relaxer, relax_batched
 from augkd.records import LabelledFrame
 from augkd.systems.sampler import SampledSystem, SamplerConfig, SystemSampler
-from augkd.teachers import DEFAULT_TEACHER, Teacher, load_teacher
+from augkd.teachers import DEFAULT_TEACHER, Labels, Teacher, load_teacher
 
 
 SYSTEMS_PER_SHARD = 200
@@ -29,10 +32,22 @@ SYSTEMS_PER_SHARD = 200
 class FramesConfig:
     fraction: float = 0.1  # probability of keeping each frame
     keep_final: bool = False  # always keep the last frame of a kept trajectory
+    # Teacher outputs cached on kept frames (the rows ``augkd label`` writes): feature names and per-atom energies.
+    # The batched relaxer takes them from the forward pass that labelled the frame; the ASE path labels kept frames
+    # once more.
+    features: tuple[str, ...] = ()
+    atom_energy: bool = False
+    feature_dtype: str = "float16"
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"frames fraction {self.fraction} must be in (0, 1]")
+        if self.feature_dtype not in ("float16", "float32"):
+            raise ConfigError(f"frames feature_dtype {self.feature_dtype!r} must be float16 or float32")
+
+    @property
+    def cached_outputs(self) -> tuple[str, ...]:
+        return (*(("atom_energy",) if self.atom_energy else ()), *self.features)
 
 
 @dataclass(frozen=True)
@@ -47,7 +62,12 @@ class GenerateConfig:
     teacher: str = DEFAULT_TEACHER
     teacher_kwargs: dict = field(default_factory=dict, hash=False)
     systems_sampler: SamplerConfig = SamplerConfig()
+    # "batched" (FIRE over many systems per teacher call; torch teachers), "ase" (one system at a time, any ASE
+    # optimizer) or "auto" (batched where the teacher and optimizer allow it). The batched relaxer's rows depend on
+    # which systems share a forward pass (float rounding), hence on ``shards`` and ``batch`` too.
+    relaxer: str = "auto"
     relax: RelaxConfig = RelaxConfig()
+    batch: BatchConfig = BatchConfig()
     filters: FilterConfig = FilterConfig()
     frames: FramesConfig = FramesConfig()
 
@@ -58,12 +78,19 @@ class GenerateConfig:
             object.__setattr__(self, "shards", -(-self.systems // SYSTEMS_PER_SHARD))
         if not 0 < self.shards <= self.systems:
             raise ConfigError(f"--shards {self.shards} must be between 1 and --systems ({self.systems})")
+        choose_relaxer(self.relaxer, self.teacher, self.relax.optimizer)  # refuses what cannot run
+
+    @property
+    def relaxer_choice(self) -> RelaxerChoice:
+        """The relaxer and optimizer this config runs (a function of relaxer, teacher and relax.optimizer)."""
+        return choose_relaxer(self.relaxer, self.teacher, self.relax.optimizer)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "GenerateConfig":
         nested = {
             "systems_sampler": SamplerConfig,
             "relax": RelaxConfig,
+            "batch": BatchConfig,
             "filters": FilterConfig,
             "frames": FramesConfig,
         }
@@ -114,21 +141,22 @@ class _Context:
     def __init__(self, teacher: Teacher, sampler: SystemSampler):
         self.teacher = teacher
         self.sampler = sampler
-        self.relaxed_slabs: OrderedDict[str, Any] = OrderedDict()
+        self.relaxed_slabs: OrderedDict[tuple[str, RelaxConfig], Any] = OrderedDict()
         self.checked_seeds: set[int] = set()  # master seeds for which a system was drawn successfully
 
     def relaxed_slab(self, system: SampledSystem, config: RelaxConfig):
         """The clean slab relaxed by the same teacher (cached per slab); None if its relaxation failed."""
-        if system.slab_key not in self.relaxed_slabs:
+        key = (system.slab_key, config)
+        if key not in self.relaxed_slabs:
             trajectory = relax(system.slab, self.teacher.calculator(), config)
             slab = None
             if trajectory.failure is None and trajectory.frames:
                 slab = system.slab.copy()
                 slab.positions = trajectory.frames[-1].positions
-            self.relaxed_slabs[system.slab_key] = slab
+            self.relaxed_slabs[key] = slab
             if len(self.relaxed_slabs) > 1024:
                 self.relaxed_slabs.popitem(last=False)
-        return self.relaxed_slabs[system.slab_key]
+        return self.relaxed_slabs[key]
 
 
 @lru_cache(maxsize=2)
@@ -140,6 +168,17 @@ def _context(teacher: str, teacher_kwargs_json: str, sampler_config: SamplerConf
 def prepare(config: GenerateConfig) -> _Context:
     """Load the teacher and the sampler for ``config`` (once per process) and check that a system can be drawn."""
     context = _context(config.teacher, json.dumps(config.teacher_kwargs, sort_keys=True), config.systems_sampler)
+    if config.relaxer_choice.relaxer == "batched" and not hasattr(context.teacher, "predict"):
+        raise ConfigError(f"teacher {context.teacher.identity.name} cannot predict on a batch: use --relaxer ase")
+    wanted = config.frames.cached_outputs
+    if wanted:
+        offered = {"atom_energy", *context.teacher.feature_shapes()} if hasattr(context.teacher, "predict") else set()
+        missing = [name for name in wanted if name not in offered]
+        if missing:
+            raise ConfigError(
+                f"teacher {context.teacher.identity.name} cannot cache {missing} on frames "
+                f"(it offers {sorted(offered) or 'none'})"
+            )
     if config.seed not in context.checked_seeds:  # once per process, not once per shard
         context.sampler.sample(config.seed, 0)
         context.checked_seeds.add(config.seed)
@@ -151,67 +190,170 @@ def system_id(config: GenerateConfig, index: int) -> str:
 
 
 def generate_shard(
-    config: GenerateConfig, shard_index: int, progress: Callable[[int, int], None] | None = None
+    config: GenerateConfig,
+    shard_index: int,
+    progress: Callable[[int, int], None] | None = None,
+    encode: Callable[[np.ndarray, str], Any] | None = None,
 ) -> ShardResult:
     """Relax the shard's systems and return the kept frames with counts of everything dropped.
 
-    ``progress(systems_done, frames_kept)`` is called after every system.
+    ``progress(systems_done, frames_kept)`` is called after every system. ``encode(array, dtype)`` stores the
+    arrays of cached teacher outputs in rows (default: the array itself in that dtype).
     """
     context = prepare(config)
-    teacher = context.teacher
-    calculator = teacher.calculator()
-    frames_out: list[LabelledFrame] = []
-    dropped_systems: Counter[str] = Counter()
-    dropped_frames: Counter[str] = Counter()
-    frames_visited = 0
+    choice = config.relaxer_choice
+    relax_config = replace(config.relax, optimizer=choice.optimizer)
     systems = config.shard_systems(shard_index)
-    for index in systems:
-        kept_before = len(frames_out)
-        system = context.sampler.sample(config.seed, index)
-        trajectory = relax(system.atoms, calculator, config.relax)
-        frames_visited += len(trajectory.frames) + (trajectory.failure == "nonfinite_labels")
+    shard = _ShardFrames(config, context.teacher, encode)
+    if choice.relaxer == "ase":
+        calculator = context.teacher.calculator()
+        for index in systems:
+            system = context.sampler.sample(config.seed, index)
+            trajectory = relax(system.atoms, calculator, relax_config)
+            slab = None
+            if trajectory.failure is None and trajectory.frames and config.filters.needs_relaxed_slab:
+                slab = context.relaxed_slab(system, relax_config)
+            kept = shard.add(system, trajectory, slab)
+            if progress is not None:
+                progress(1, kept)
+    else:
+        _relax_shard_batched(config, context, relax_config, systems, shard, progress)
+    return ShardResult(shard.frames(), {**shard.stats(len(systems)), "relaxer": choice.relaxer,
+                                        "optimizer": choice.optimizer})
+
+
+def _relax_shard_batched(config, context, relax_config: RelaxConfig, systems: range, shard: "_ShardFrames", progress):
+    """All of the shard's adslabs, and the clean slabs the filters need, relaxed together in one in-flight batch.
+
+    The slabs are relaxed here for this shard (not taken from a cache other shards filled), so that which systems
+    share a forward pass is a function of the shard alone.
+    """
+    sampled = [context.sampler.sample(config.seed, index) for index in systems]
+    slab_keys: list[str] = []
+    if config.filters.needs_relaxed_slab:
+        slab_keys = list(dict.fromkeys(system.slab_key for system in sampled))
+    slab_atoms = {system.slab_key: system.slab for system in sampled}
+    work = [slab_atoms[key] for key in slab_keys] + [system.atoms for system in sampled]
+    first = len(slab_keys)
+    capture = None
+    if config.frames.cached_outputs:
+        # The frames subsampling will keep are known before the run (the draws come first, trajectories are
+        # prefixes), so outputs are copied off the device for those frames only.
+        draws = [_keep_draws(system.seed, relax_config.steps + 1) for system in sampled]
+
+        def wanted(item: int, step: int, last: bool) -> bool:
+            return item >= first and (draws[item - first][step] < config.frames.fraction or (last and config.frames.keep_final))
+
+        capture = Capture(config.frames.cached_outputs, wanted)
+    relaxed_slabs: dict[str, Any] = {}
+    waiting: dict[str, list[tuple[SampledSystem, Trajectory]]] = {}
+
+    def finish(system: SampledSystem, trajectory: Trajectory) -> None:
+        kept = shard.add(system, trajectory, relaxed_slabs.get(system.slab_key))
+        if progress is not None:
+            progress(1, kept)
+
+    for item, trajectory in relax_batched(work, context.teacher, relax_config, config.batch, capture=capture):
+        if item < first:
+            key = slab_keys[item]
+            slab = None
+            if trajectory.failure is None and trajectory.frames:
+                slab = slab_atoms[key].copy()
+                slab.positions = trajectory.frames[-1].positions
+            relaxed_slabs[key] = slab
+            for system, parked in waiting.pop(key, []):
+                finish(system, parked)
+            continue
+        system = sampled[item - first]
+        if config.filters.needs_relaxed_slab and system.slab_key not in relaxed_slabs:
+            waiting.setdefault(system.slab_key, []).append((system, trajectory))
+        else:
+            finish(system, trajectory)
+
+
+def _keep_draws(system_seed: int, count: int) -> np.ndarray:
+    """Uniform draws deciding which frames are kept; frame k uses draw k whatever the trajectory's length."""
+    # A stream of its own, so that changing the sampler's draws never changes which frames are kept.
+    return np.random.default_rng([system_seed, 1]).random(count)
+
+
+class _ShardFrames:
+    """The kept frames and drop counts of one shard; systems may arrive in any order, frames leave in index order."""
+
+    def __init__(self, config: GenerateConfig, teacher: Teacher, encode):
+        self.config = config
+        self.teacher = teacher
+        self.encode = encode or (lambda array, dtype: np.asarray(array, dtype=dtype))
+        self.by_system: dict[int, list[LabelledFrame]] = {}
+        self.dropped_systems: Counter[str] = Counter()
+        self.dropped_frames: Counter[str] = Counter()
+        self.frames_visited = 0
+
+    def add(self, system: SampledSystem, trajectory: Trajectory, relaxed_slab) -> int:
+        """Filter and subsample one system's trajectory; returns the number of frames kept."""
+        config = self.config
+        self.frames_visited += len(trajectory.frames) + (trajectory.failure == "nonfinite_labels")
         reason = trajectory.failure
         if reason is None and not trajectory.frames:
             reason = "calculator_error"
         if reason is None:
             final = system.atoms.copy()
             final.positions = trajectory.frames[-1].positions
-            relaxed_slab = None
-            if config.filters.needs_relaxed_slab:
-                relaxed_slab = context.relaxed_slab(system, config.relax)
-                if relaxed_slab is None:
-                    reason = "slab_relaxation_failed"
+            if config.filters.needs_relaxed_slab and relaxed_slab is None:
+                reason = "slab_relaxation_failed"
             if reason is None:
                 reason = trajectory_anomaly(system.atoms, final, config.filters, relaxed_slab)
+        kept: list[LabelledFrame] = []
         if reason is not None:
-            dropped_systems[reason] += 1
-            dropped_frames[reason] += len(trajectory.frames)
+            self.dropped_systems[reason] += 1
+            self.dropped_frames[reason] += len(trajectory.frames)
             if trajectory.failure == "nonfinite_labels":
-                dropped_frames["nonfinite_labels"] += 1
+                self.dropped_frames["nonfinite_labels"] += 1
         else:
-            # A stream of its own, so that changing the sampler's draws never changes which frames are kept.
-            keep = np.random.default_rng([system.seed, 1]).random(len(trajectory.frames)) < config.frames.fraction
+            keep = _keep_draws(system.seed, len(trajectory.frames)) < config.frames.fraction
             if config.frames.keep_final:
                 keep[-1] = True
             for frame, wanted in zip(trajectory.frames, keep):
                 problem = label_problem(frame.energy, frame.forces, config.filters)
                 if problem is not None:
-                    dropped_frames[problem] += 1
+                    self.dropped_frames[problem] += 1
                 elif not wanted:
-                    dropped_frames["subsampled"] += 1
+                    self.dropped_frames["subsampled"] += 1
                 else:
-                    frames_out.append(_labelled(config, teacher, system, frame))
-        if progress is not None:
-            progress(1, len(frames_out) - kept_before)
-    stats = {
-        "systems": len(systems),
-        "systems_kept": len(systems) - sum(dropped_systems.values()),
-        "frames_visited": frames_visited,
-        "frames_kept": len(frames_out),
-        "dropped_systems": dict(sorted(dropped_systems.items())),
-        "dropped_frames": dict(sorted(dropped_frames.items())),
-    }
-    return ShardResult(frames_out, stats)
+                    kept.append(self._labelled(system, frame))
+        self.by_system[system.index] = kept
+        return len(kept)
+
+    def frames(self) -> list[LabelledFrame]:
+        return [frame for index in sorted(self.by_system) for frame in self.by_system[index]]
+
+    def stats(self, systems: int) -> dict[str, Any]:
+        return {
+            "systems": systems,
+            "systems_kept": systems - sum(self.dropped_systems.values()),
+            "frames_visited": self.frames_visited,
+            "frames_kept": sum(len(frames) for frames in self.by_system.values()),
+            "dropped_systems": dict(sorted(self.dropped_systems.items())),
+            "dropped_frames": dict(sorted(self.dropped_frames.items())),
+        }
+
+    def _labelled(self, system: SampledSystem, frame) -> LabelledFrame:
+        labelled = _labelled(self.config, self.teacher, system, frame)
+        wanted = self.config.frames.cached_outputs
+        if wanted:
+            outputs = frame.outputs
+            if outputs is None:  # the ASE path: label the kept frame once more
+                if self.config.relaxer_choice.relaxer == "batched":
+                    raise RuntimeError(f"frame {frame.step} of system {system.index} was kept but not captured")
+                labels = self.teacher.label(labelled.atoms, ["energy", "forces", *wanted])
+                outputs = {"atom_energy": labels.atom_energy, **labels.features}
+            frames = self.config.frames
+            labels = Labels(frame.energy, frame.forces, outputs.get("atom_energy"),
+                            {name: outputs[name] for name in frames.features})
+            cached = LabelConfig(self.config.teacher, self.config.teacher_kwargs, frames.features, frames.atom_energy,
+                                 frames.feature_dtype)
+            labelled.data.update(teacher_row_data(labels, self.teacher.identity.name, cached, self.encode))
+        return labelled
 
 
 def _labelled(config: GenerateConfig, teacher: Teacher, system: SampledSystem, frame) -> LabelledFrame:

@@ -11,14 +11,19 @@ from ase.calculators.calculator import Calculator
 from augkd.errors import ConfigError
 
 
+DEFAULT_ASE_OPTIMIZER = "BFGS"
+
+
 @dataclass(frozen=True)
 class RelaxConfig:
-    optimizer: str = "BFGS"  # an ase.optimize class name
+    # An ase.optimize class name; None: the relaxer's own (FIRE for the batched relaxer, BFGS for ASE's).
+    optimizer: str | None = None
     fmax: float = 0.03  # eV/Å, largest force on a free atom at convergence
     steps: int = 200  # optimizer steps at most
 
     def __post_init__(self) -> None:
-        optimizer_class(self.optimizer)
+        if self.optimizer is not None:
+            optimizer_class(self.optimizer)
         if not self.fmax > 0:
             raise ConfigError(f"fmax={self.fmax} must be > 0")
         if self.steps < 0:
@@ -31,6 +36,9 @@ class Frame:
     energy: float  # eV
     forces: np.ndarray  # (N, 3) eV/Å, unconstrained
     step: int  # optimizer step that produced it (0 = the starting structure)
+    # Teacher outputs beyond energy and forces computed in the same forward pass ("atom_energy" (N,) eV, feature
+    # name -> (N, ...)), on the frames a caller asked to capture; None elsewhere.
+    outputs: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -58,7 +66,7 @@ def relax(atoms: Atoms, calculator: Calculator, config: RelaxConfig) -> Trajecto
     """
     atoms = atoms.copy()
     atoms.calc = calculator
-    optimizer = optimizer_class(config.optimizer)(atoms, logfile=None)
+    optimizer = optimizer_class(config.optimizer or DEFAULT_ASE_OPTIMIZER)(atoms, logfile=None)
     trajectory = Trajectory()
     try:
         # irun yields once per visited geometry, with the forces for that geometry already computed.

@@ -1,0 +1,195 @@
+"""In-flight batching: which waiting systems join a running batch, and how large a batch may grow.
+
+A batch is bounded by a memory proxy: atoms (``max_atoms``), neighbour pairs within the teacher's cutoff
+(``max_edges``) and/or systems (``max_systems``). Systems join strictly in queue order: when the next one does not
+fit, nobody jumps the queue, so the batches a run forms depend only on the systems, the limits and when systems
+finish. A system too large for the limits on its own still runs, alone.
+
+``max_atoms="auto"`` measures the teacher's memory per atom on the device with two small probe passes (CUDA: the
+caching allocator's peak; CPU: the peak resident memory) and fills ``memory_fraction`` of what is free. Nothing is
+grown until it fails: a shared GPU is never pushed into an out-of-memory error on purpose.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+
+from augkd.errors import ConfigError
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Limits of one forward pass of the batched relaxer (None: no limit of that kind)."""
+
+    max_atoms: int | str | None = 1024  # atoms, or "auto" (measured on the device)
+    max_edges: int | None = None  # neighbour pairs within the teacher's cutoff (counted once per system)
+    max_systems: int | None = None
+    edge_cutoff: float | None = None  # Å, for counting edges; None: the teacher's own cutoff
+    memory_fraction: float = 0.8  # "auto": share of the free device memory a batch may use
+
+    def __post_init__(self) -> None:
+        if not (self.max_atoms is None or self.max_atoms == AUTO or (isinstance(self.max_atoms, int) and self.max_atoms > 0)):
+            raise ConfigError(f"batch max_atoms={self.max_atoms!r} must be a positive integer, 'auto' or null")
+        for name in ("max_edges", "max_systems"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value > 0):
+                raise ConfigError(f"batch {name}={value!r} must be a positive integer or null")
+        if self.edge_cutoff is not None and not self.edge_cutoff > 0:
+            raise ConfigError(f"batch edge_cutoff={self.edge_cutoff} must be > 0")
+        if not 0 < self.memory_fraction <= 1:
+            raise ConfigError(f"batch memory_fraction={self.memory_fraction} must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class SystemCost:
+    atoms: int
+    edges: int = 0
+
+
+def count_edges(atoms: Atoms, cutoff: float, max_neighbors: int | None = None) -> int:
+    """Directed neighbour pairs within ``cutoff`` (periodic images included), at most ``max_neighbors`` per atom."""
+    from ase.neighborlist import neighbor_list
+
+    centres = neighbor_list("i", atoms, cutoff)
+    per_atom = np.bincount(centres, minlength=len(atoms))
+    if max_neighbors is not None:
+        per_atom = np.minimum(per_atom, max_neighbors)
+    return int(per_atom.sum())
+
+
+def teacher_graph_cutoff(teacher) -> tuple[float, int | None] | None:
+    """(cutoff Å, neighbour cap) of a teacher's graph when the teacher says, else None."""
+    model = getattr(teacher, "model", None)
+    settings = getattr(model, "settings", None)
+    if settings is not None and hasattr(settings, "cutoff"):  # augkd models
+        return float(settings.cutoff), getattr(settings, "max_neighbors", None)
+    converter = getattr(model, "graph_converter", None)
+    if converter is not None and hasattr(converter, "atom_graph_cutoff"):  # CHGNet
+        return float(converter.atom_graph_cutoff), None
+    calculator = getattr(teacher, "_calculator", None)
+    if calculator is not None and isinstance(getattr(calculator, "cutoff", None), (int, float)):  # SevenNet
+        return float(calculator.cutoff), None
+    return None
+
+
+class InFlightBatcher:
+    """The queue of waiting systems and the limits a running batch must respect."""
+
+    def __init__(
+        self,
+        costs: Sequence[SystemCost],
+        max_atoms: int | None,
+        max_edges: int | None = None,
+        max_systems: int | None = None,
+    ):
+        self.costs = list(costs)
+        self.max_atoms = max_atoms
+        self.max_edges = max_edges
+        self.max_systems = max_systems
+        self.waiting: deque[int] = deque(range(len(self.costs)))
+
+    def __bool__(self) -> bool:
+        return bool(self.waiting)
+
+    def admit(self, atoms: int, edges: int, systems: int) -> list[int]:
+        """Indices of the waiting systems that join a batch now holding ``atoms``/``edges``/``systems``."""
+        joined = []
+        while self.waiting:
+            cost = self.costs[self.waiting[0]]
+            fits = (
+                (self.max_atoms is None or atoms + cost.atoms <= self.max_atoms)
+                and (self.max_edges is None or edges + cost.edges <= self.max_edges)
+                and (self.max_systems is None or systems + 1 <= self.max_systems)
+            )
+            if not fits and systems > 0:
+                break
+            joined.append(self.waiting.popleft())
+            atoms, edges, systems = atoms + cost.atoms, edges + cost.edges, systems + 1
+            if not fits:  # an oversized system runs alone
+                break
+        return joined
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Linear fit of a forward pass's peak memory: ``fixed + per_atom · atoms`` bytes, and what is free."""
+
+    per_atom: float
+    fixed: float
+    free: float
+
+    def max_atoms(self, fraction: float) -> int:
+        return int((fraction * self.free - self.fixed) // max(self.per_atom, 1.0))
+
+
+def measure_memory(probe: Callable[[int], int], device, copies: tuple[int, int] = (1, 4)) -> MemoryEstimate:
+    """Peak memory of ``probe(k)`` (a forward pass over k copies of one system; returns its atom count) at two sizes.
+
+    CUDA: the caching allocator's peak above what was allocated before; CPU: the peak resident set size, sampled
+    while the probe runs. Both are taken above the level before the first probe.
+    """
+    import torch
+
+    device = torch.device(device)
+    points = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        import psutil
+
+        base = psutil.Process().memory_info().rss
+    for k in copies:  # the larger probe runs second, so that memory the first one freed is reused, not counted twice
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            atoms = probe(k)
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device)
+        else:
+            atoms, peak = _peak_rss(lambda copies=k: probe(copies))
+        points.append((atoms, max(peak - base, 0)))
+    (a1, m1), (a2, m2) = points
+    # The slope between the probes is the per-atom cost; it is never taken below half the larger probe's average,
+    # so that a noisy slope errs towards smaller batches.
+    per_atom = max((m2 - m1) / max(a2 - a1, 1), 0.5 * m2 / max(a2, 1), 1.0)
+    fixed = max(m2 - per_atom * a2, 0.0)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # cached by us, reusable
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    return MemoryEstimate(per_atom=float(per_atom), fixed=float(fixed), free=float(free))
+
+
+def _peak_rss(run: Callable[[], int]) -> tuple[int, int]:
+    """``run()``'s result and the largest resident set size seen while it ran (sampled every millisecond)."""
+    import psutil
+
+    process = psutil.Process()
+    peak = [process.memory_info().rss]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        atoms = run()
+    finally:
+        done.set()
+        sampler.join()
+    return atoms, max(peak[0], process.memory_info().rss)

@@ -1,0 +1,405 @@
+"""Relax many structures at once: batched FIRE over one batched state, one teacher forward pass per step.
+
+``relax_batched(systems, teacher, config)`` relaxes every system with FIRE (``augkd.generators.fire``; ASE's
+parameters and semantics) and yields each system's ``Trajectory`` as soon as it ends, recorded exactly as the
+ASE path (``augkd.generators.relax.relax``) records it: frame k holds the positions after k steps with the energy
+and unconstrained forces there, the run ends when the largest force on a free atom is below ``fmax`` or after
+``steps`` steps, and non-finite labels or a teacher error end that system's run with ``failure`` set, the frames
+before kept. So subsampling, anomaly filtering and writing are the same code for both paths.
+
+The batch is in flight (``augkd.generators.inflight``): a system leaves when it converges, runs out of steps or
+fails, and waiting systems join while the batch is within its limits. Every system keeps its own FIRE state,
+step count and step limit, FixAtoms (fixed atoms never move), cell and pbc, so it follows the same path whichever
+systems share its forward passes (up to the teacher's float rounding, which can depend on the batch). A teacher
+error for a batch is traced to the system(s) that cause it by running the batch's systems one at a time, and
+only those fail; a batch that runs out of device memory is finished the same way and halves the atom limit.
+Teacher outputs beyond energy and forces (per-atom energies, features) are captured from the
+same forward pass on the frames the caller names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from augkd.errors import ConfigError
+from augkd.generators.fire import (
+    FireParams,
+    FireState,
+    concat_systems,
+    fire_init,
+    fire_step,
+    segment_max,
+    select_systems,
+)
+from augkd.generators.inflight import (
+    AUTO,
+    BatchConfig,
+    InFlightBatcher,
+    SystemCost,
+    count_edges,
+    measure_memory,
+    teacher_graph_cutoff,
+)
+from augkd.generators.relax import DEFAULT_ASE_OPTIMIZER, Frame, RelaxConfig, Trajectory
+from augkd.records import fixed_mask
+
+RELAXERS = ("auto", "batched", "ase")
+BATCHED_OPTIMIZER = "FIRE"
+#: teacher spec backends whose teachers run a torch model and predict on a batch (``TorchTeacher``)
+TORCH_BACKENDS = ("ckpt", "chgnet", "sevennet", "fairchem")
+
+
+@dataclass(frozen=True)
+class RelaxerChoice:
+    relaxer: str  # "batched" or "ase"
+    optimizer: str  # the optimizer that runs
+    note: str | None = None  # why "auto" chose ASE, for the user
+
+
+def choose_relaxer(requested: str, teacher_spec: str, optimizer: str | None) -> RelaxerChoice:
+    """The relaxer and optimizer a generation runs, from the request, the teacher spec and the optimizer asked for.
+
+    "auto" takes the batched relaxer for torch teachers with FIRE (or no optimizer named), else ASE's path with a
+    note saying why; an explicit "batched" that cannot be honoured is a ``ConfigError``.
+    """
+    if requested not in RELAXERS:
+        raise ConfigError(f"relaxer '{requested}' is not one of {RELAXERS}")
+    backend = teacher_spec.partition(":")[0]
+    torch_teacher = backend in TORCH_BACKENDS
+    fire_ok = optimizer in (None, BATCHED_OPTIMIZER)
+    if requested == "ase":
+        return RelaxerChoice("ase", optimizer or DEFAULT_ASE_OPTIMIZER)
+    if requested == "batched":
+        if not torch_teacher:
+            raise ConfigError(
+                f"relaxer 'batched' needs a torch teacher ({', '.join(b + ':' for b in TORCH_BACKENDS)}…); "
+                f"teacher '{teacher_spec}' is an ASE calculator: use --relaxer ase"
+            )
+        if not fire_ok:
+            raise ConfigError(f"relaxer 'batched' runs FIRE only (optimizer '{optimizer}' asked for): use --relaxer ase")
+        return RelaxerChoice("batched", BATCHED_OPTIMIZER)
+    if not torch_teacher:
+        note = f"relaxer: ase, one system at a time (teacher '{teacher_spec}' is an ASE calculator, it cannot batch)"
+        return RelaxerChoice("ase", optimizer or DEFAULT_ASE_OPTIMIZER, note)
+    if not fire_ok:
+        note = f"relaxer: ase, one system at a time (the batched relaxer runs FIRE; optimizer '{optimizer}' is ASE's)"
+        return RelaxerChoice("ase", optimizer, note)
+    return RelaxerChoice("batched", BATCHED_OPTIMIZER)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Teacher outputs to keep on chosen frames, from the forward pass that labelled them.
+
+    names: "atom_energy" and/or feature names of the teacher. frames(system index, step, last) -> whether to keep
+    that frame's outputs (``last``: the frame ends the trajectory); None: every frame.
+    """
+
+    names: tuple[str, ...]
+    frames: Callable[[int, int, bool], bool] | None = None
+
+
+@dataclass
+class RelaxStats:
+    """What a ``relax_batched`` run did (filled in while it runs)."""
+
+    forward_passes: int = 0
+    frames: int = 0  # frames recorded, all systems
+    max_atoms: int | None = None  # the atom limit in force (measured when "auto")
+    largest_batch_atoms: int = 0
+    largest_batch_systems: int = 0
+    isolated_errors: int = 0  # batches whose teacher error was traced system by system
+    out_of_memory: int = 0  # batches that ran out of device memory (each halves the atom limit)
+    seconds: float = 0.0
+
+
+@dataclass
+class _System:
+    """Host-side bookkeeping of one system in flight."""
+
+    index: int
+    natoms: int
+    max_steps: int
+    data: object  # its fairchem AtomicData (numbers, cell, pbc, tags; positions set per step)
+    trajectory: Trajectory = field(default_factory=Trajectory)
+    step: int = 0
+
+
+def _teacher_dtype(teacher) -> torch.dtype:
+    """Positions go to the teacher in its own float dtype when it declares one, else in float64 (ASE's)."""
+    dtype = getattr(teacher, "dtype", None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float64
+
+
+def _atomic_data(atoms: Atoms, dtype: torch.dtype):
+    from augkd._fairchem import quiet_fairchem
+
+    quiet_fairchem()
+    from fairchem.core.datasets.atomic_data import AtomicData
+
+    return AtomicData.from_ase(atoms, r_energy=False, r_forces=False, r_stress=False, target_dtype=dtype)
+
+
+def _collate(datas: list, device: torch.device):
+    from fairchem.core.datasets.atomic_data import atomicdata_list_to_batch
+
+    return atomicdata_list_to_batch(datas).to(device)
+
+
+def _with_positions(batch, positions: torch.Tensor, dtype: torch.dtype):
+    # a fresh tensor each pass: gradient-force teachers mark the batch's positions as requiring grad
+    batch.pos = positions.to(dtype=dtype, copy=True)
+    return batch
+
+
+def _evaluate(teacher, batch, systems: list[_System], positions, dtype, device, chunk_atoms: int | None):
+    """The teacher's outputs for the running systems, {position in the batch: error text} for systems whose
+    evaluation raised, and whether a pass ran out of device memory.
+
+    One pass over ``batch`` when it holds at most ``chunk_atoms`` atoms, else consecutive chunks within that limit.
+    A pass that raises is split in halves and retried, down to single systems: a system that raises alone fails,
+    the others get their outputs from the smaller passes.
+    """
+    offsets = np.cumsum([0] + [s.natoms for s in systems])
+    errors: dict[int, str] = {}
+    out_of_memory = False
+
+    def run(group: list[int], collated=None) -> list[tuple[list[int], object]]:
+        nonlocal out_of_memory
+        if collated is None:
+            collated = _collate([systems[p].data for p in group], device)
+        rows = slice(offsets[group[0]], offsets[group[-1] + 1])
+        try:
+            return [(group, teacher.predict(_with_positions(collated, positions[rows], dtype)))]
+        except Exception as exc:  # a teacher failure is data about a system, never fatal to the others
+            if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+                out_of_memory = True
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            if len(group) == 1:
+                errors[group[0]] = f"{type(exc).__name__}: {exc}"
+                return [(group, None)]
+        middle = len(group) // 2
+        return run(group[:middle]) + run(group[middle:])
+
+    everyone = list(range(len(systems)))
+    if chunk_atoms is None or int(offsets[-1]) <= chunk_atoms:
+        parts = run(everyone, batch)
+    else:
+        parts, start = [], 0
+        for end in range(1, len(systems) + 1):
+            if end == len(systems) or offsets[end + 1] - offsets[start] > chunk_atoms:
+                parts += run(everyone[start:end])
+                start = end
+    if len(parts) == 1 and parts[0][1] is not None:
+        return parts[0][1], errors, out_of_memory
+    return _join_outputs(parts, [s.natoms for s in systems], positions.dtype), errors, out_of_memory
+
+
+def _join_outputs(parts: list, natoms: list[int], dtype: torch.dtype):
+    """(systems, ModelOutput or None) of consecutive groups joined into one output; NaN for a group without one."""
+    from augkd.models.interface import ModelOutput
+
+    template = next((output for _, output in parts if output is not None), None)
+
+    def joined(get, per_atom: bool = True) -> torch.Tensor:
+        pieces = []
+        for group, output in parts:
+            if output is not None:
+                pieces.append(get(output).detach().to("cpu", dtype=dtype))
+            else:
+                rows = sum(natoms[p] for p in group) if per_atom else len(group)
+                shape = tuple(get(template).shape[1:]) if template is not None else ()
+                pieces.append(torch.full((rows, *shape), float("nan"), dtype=dtype))
+        return torch.cat(pieces)
+
+    forces_shape = (lambda o: o.forces) if template is not None else (lambda o: None)
+    return ModelOutput(
+        energy=joined(lambda o: o.energy.reshape(-1), per_atom=False),
+        forces=joined(forces_shape) if template is not None else torch.full((sum(natoms), 3), float("nan"), dtype=dtype),
+        atom_energy=joined(lambda o: o.atom_energy),
+        features={name: joined(lambda o, name=name: o.features[name]) for name in (template.features if template else {})},
+    )
+
+
+def relax_batched(
+    systems: Sequence[Atoms],
+    teacher,
+    config: RelaxConfig,
+    batching: BatchConfig = BatchConfig(),
+    *,
+    max_steps: int | Sequence[int] | None = None,
+    fire: FireParams = FireParams(),
+    capture: Capture | None = None,
+    device: str | torch.device | None = None,
+    stats: RelaxStats | None = None,
+) -> Iterator[tuple[int, Trajectory]]:
+    """Relax ``systems`` with FIRE and ``teacher`` (a ``TorchTeacher``); yields (index, trajectory) as runs end.
+
+    ``config``: fmax (eV/Å, on free atoms) and steps; its optimizer must be FIRE or None. ``max_steps``: per-system
+    step limits overriding ``config.steps``. ``batching``: the in-flight batch limits. ``capture``: extra teacher
+    outputs to keep (see ``Capture``). ``device``: where the state lives; default the teacher's ``device``.
+    """
+    if config.optimizer not in (None, BATCHED_OPTIMIZER):
+        raise ConfigError(f"the batched relaxer runs FIRE only (optimizer '{config.optimizer}' asked for)")
+    if not hasattr(teacher, "predict"):
+        raise ConfigError(f"teacher {teacher.identity.name} cannot predict on a batch: use the ASE relaxer")
+    stats = stats if stats is not None else RelaxStats()
+    started_at = time.perf_counter()
+    device = torch.device(device if device is not None else getattr(teacher, "device", "cpu"))
+    dtype = _teacher_dtype(teacher)
+    limits = list(max_steps) if isinstance(max_steps, Sequence) else [config.steps if max_steps is None else max_steps] * len(systems)
+    if len(limits) != len(systems):
+        raise ConfigError(f"max_steps has {len(limits)} entries for {len(systems)} systems")
+    if capture is not None:
+        offered = {"atom_energy", *teacher.feature_shapes()}
+        missing = [name for name in capture.names if name not in offered]
+        if missing:
+            raise ConfigError(f"teacher {teacher.identity.name} cannot capture {missing} (it offers {sorted(offered)})")
+
+    batcher = _batcher(systems, teacher, batching, dtype, device, stats)
+    chunk_atoms: int | None = None  # set once a pass ran out of memory: running systems are then evaluated in chunks
+    active: list[_System] = []
+    positions = torch.zeros((0, 3), dtype=torch.float64, device=device)
+    free = torch.zeros(0, dtype=torch.bool, device=device)
+    natoms = torch.zeros(0, dtype=torch.long, device=device)
+    state: FireState | None = None
+    batch = None
+    while batcher or active:
+        joined = batcher.admit(int(natoms.sum()), sum(batcher.costs[s.index].edges for s in active), len(active))
+        if joined:
+            entering = []
+            for index in joined:
+                atoms = systems[index]
+                entering.append(_System(index, len(atoms), limits[index], _atomic_data(atoms, dtype)))
+            new_positions = torch.tensor(np.concatenate([systems[s.index].positions for s in entering]),
+                                         dtype=torch.float64, device=device)
+            new_natoms = torch.tensor([s.natoms for s in entering], dtype=torch.long, device=device)
+            new_free = torch.tensor(np.concatenate([~fixed_mask(systems[s.index]) for s in entering]), device=device)
+            new_state = fire_init(new_positions, new_natoms, fire)
+            active += entering
+            positions = torch.cat([positions, new_positions])
+            natoms = torch.cat([natoms, new_natoms])
+            free = torch.cat([free, new_free])
+            state = new_state if state is None else concat_systems([state, new_state])
+            batch = None
+        if batch is None:
+            batch = _collate([s.data for s in active], device)
+        stats.largest_batch_atoms = max(stats.largest_batch_atoms, int(positions.shape[0]))
+        stats.largest_batch_systems = max(stats.largest_batch_systems, len(active))
+
+        output, errors, out_of_memory = _evaluate(teacher, batch, active, positions, dtype, device, chunk_atoms)
+        stats.forward_passes += 1
+        stats.isolated_errors += bool(errors)
+        if out_of_memory:  # the limit was too generous for this device: from now on half the atoms per pass
+            chunk_atoms = max(min(chunk_atoms or int(positions.shape[0]), int(positions.shape[0])) // 2, 1)
+            batcher.max_atoms = chunk_atoms
+            stats.max_atoms = chunk_atoms
+            stats.out_of_memory += 1
+        energy = output.energy.detach().to(device=device, dtype=torch.float64).reshape(-1)
+        forces = output.forces.detach().to(device=device, dtype=torch.float64)
+        finite = torch.isfinite(energy) & (
+            torch.segment_reduce(torch.isfinite(forces).all(dim=1).to(torch.float64), "min", lengths=natoms) > 0
+        )
+        constrained = forces * free[:, None]
+        fmax = segment_max(torch.sqrt((constrained * constrained).sum(dim=1)), natoms)
+
+        # one transfer per pass, then per-system views on the host
+        host_positions = positions.cpu().numpy()
+        host_forces = forces.cpu().numpy()
+        host_energy = energy.cpu().numpy()
+        host_finite = finite.cpu().numpy()
+        host_converged = (fmax < config.fmax).cpu().numpy()
+        offsets = np.cumsum([0] + [s.natoms for s in active])
+        leaving = np.zeros(len(active), dtype=bool)
+        captured_rows = []
+        for position, system in enumerate(active):
+            trajectory = system.trajectory
+            if position in errors:
+                trajectory.failure, trajectory.error = "calculator_error", errors[position]
+                leaving[position] = True
+                continue
+            if not host_finite[position]:
+                trajectory.failure = "nonfinite_labels"
+                leaving[position] = True
+                continue
+            rows = slice(offsets[position], offsets[position + 1])
+            trajectory.frames.append(
+                Frame(host_positions[rows].copy(), float(host_energy[position]), host_forces[rows].copy(), system.step)
+            )
+            stats.frames += 1
+            trajectory.converged = bool(host_converged[position])
+            leaving[position] = trajectory.converged or system.step >= system.max_steps
+            if capture is not None and (capture.frames is None or capture.frames(system.index, system.step, bool(leaving[position]))):
+                captured_rows.append((position, rows))
+        if captured_rows:
+            _attach_outputs(output, capture.names, captured_rows, active)
+
+        if leaving.any():
+            for position in np.flatnonzero(leaving):
+                yield active[position].index, active[position].trajectory
+            keep = torch.from_numpy(~leaving).to(device)
+            active = [s for s, gone in zip(active, leaving) if not gone]
+            atom_keep = torch.repeat_interleave(keep, natoms)
+            positions, constrained, free = positions[atom_keep], constrained[atom_keep], free[atom_keep]
+            energy = energy[keep]
+            state = select_systems(state, keep, natoms)
+            natoms = natoms[keep]
+            batch = None
+            if not active:
+                state = None
+                continue
+        positions, state = fire_step(positions, constrained, energy, natoms, state, fire)
+        for system in active:
+            system.step += 1
+    stats.seconds += time.perf_counter() - started_at
+
+
+def _attach_outputs(output, names: tuple[str, ...], rows: list[tuple[int, slice]], active: list[_System]) -> None:
+    """Copy the named outputs of the chosen systems' atoms to the host and onto their newest frames."""
+    index = torch.cat([torch.arange(r.start, r.stop) for _, r in rows])
+    tensors = {name: (output.atom_energy if name == "atom_energy" else output.features[name]) for name in names}
+    host = {name: value.detach().index_select(0, index.to(value.device)).float().cpu().numpy() for name, value in tensors.items()}
+    start = 0
+    for position, r in rows:
+        n = r.stop - r.start
+        active[position].trajectory.frames[-1].outputs = {name: values[start : start + n].copy() for name, values in host.items()}
+        start += n
+
+
+def _batcher(systems: Sequence[Atoms], teacher, batching: BatchConfig, dtype, device, stats: RelaxStats) -> InFlightBatcher:
+    edges = [0] * len(systems)
+    if batching.max_edges is not None:
+        graph = teacher_graph_cutoff(teacher)
+        cutoff = batching.edge_cutoff if batching.edge_cutoff is not None else (graph[0] if graph else None)
+        if cutoff is None:
+            raise ConfigError(f"batch max_edges needs batch edge_cutoff: teacher {teacher.identity.name} does not say its cutoff")
+        cap = graph[1] if graph and batching.edge_cutoff is None else None
+        edges = [count_edges(atoms, cutoff, cap) for atoms in systems]
+    max_atoms = batching.max_atoms
+    if max_atoms == AUTO:
+        max_atoms = _measured_max_atoms(systems, teacher, batching, dtype, device) if systems else None
+    stats.max_atoms = max_atoms
+    costs = [SystemCost(len(atoms), e) for atoms, e in zip(systems, edges)]
+    return InFlightBatcher(costs, max_atoms, batching.max_edges, batching.max_systems)
+
+
+def _measured_max_atoms(systems, teacher, batching: BatchConfig, dtype, device) -> int:
+    """The atom limit from the teacher's measured memory per atom on ``device`` (probes: copies of the largest system)."""
+    probe_atoms = max(systems, key=len)
+    data = _atomic_data(probe_atoms, dtype)
+    positions = torch.tensor(probe_atoms.positions, dtype=torch.float64, device=device)
+
+    def probe(copies: int) -> int:
+        batch = _collate([data] * copies, device)
+        teacher.predict(_with_positions(batch, positions.repeat(copies, 1), dtype))
+        return copies * len(probe_atoms)
+
+    estimate = measure_memory(probe, device)
+    return max(estimate.max_atoms(batching.memory_fraction), len(probe_atoms))
