@@ -17,6 +17,18 @@ def slab_cache(tmp_path_factory):
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: bitwise comparisons need deterministic kernels (multi-threaded CPU scatter-adds sum in
+    varying order), and on a shared 2-core machine it is also the fast setting."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_generate_args(out, *extra, systems=6, shards=2, teacher="emt"):
     """A fast, deterministic d1M recipe for tests: EMT, Cu/Pt only, (100)/(110)/(111) slabs, short relaxations."""
     return [

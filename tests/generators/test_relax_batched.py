@@ -31,11 +31,8 @@ FIRE = RelaxConfig(optimizer="FIRE", fmax=0.01, steps=400)
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def single_thread(one_thread):
+    """Every test here: one torch thread (conftest's one_thread)."""
 
 
 def morse_systems():

@@ -23,14 +23,6 @@ def two_sources(tmp_path_factory):
     return emt_dataset(root / "dft", 10, "dft", seed=1), emt_dataset(root / "syn", 5, "synthetic", seed=2)
 
 
-@pytest.fixture
-def one_thread():
-    """Exact comparisons want one thread; on a shared 2-core machine it is also the fast setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def config(dft, syn, *overrides, **sections):
     values = compose("train", "default", ["batch_size=4", "checkpoint_every=5", "optim.lr=1e-3",

@@ -87,14 +87,6 @@ def test_cached_teacher_features_match_online_kd(emt_data, teacher_checkpoint, t
         assert column(runs["online"], name) == pytest.approx(column(runs["cached"], name), rel=1e-4, abs=1e-6)
 
 
-@pytest.fixture
-def one_thread():
-    """Bitwise comparisons need deterministic kernels: multi-threaded CPU scatter-adds sum in varying order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_resume_gives_the_same_weights(emt_data, tmp_path, one_thread):
     straight = Trainer(config(emt_data, steps=40, model_overrides=STUDENT), tmp_path / "straight")
