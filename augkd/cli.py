@@ -30,6 +30,11 @@ def _batch_atoms(text: str | None):
         raise AugkdError(f"--batch-atoms {text!r} is neither a number of atoms nor 'auto'") from None
 
 
+def _device(args: argparse.Namespace) -> str:
+    """``--device`` (``auto`` when not given, and in ``slurm submit``, whose tasks see only their own GPUs)."""
+    return getattr(args, "device", None) or "auto"
+
+
 def _generate_job(args: argparse.Namespace):
     """The job of a ``generate`` command line (yaml ← overrides ← flags) and its ``workers`` value."""
     from augkd.config import compose
@@ -70,7 +75,7 @@ def _generate_job(args: argparse.Namespace):
     note = config.relaxer_choice.note
     if note and not args.quiet:
         print(f"augkd: {note}", file=sys.stderr)
-    return GenerateJob(config), workers
+    return GenerateJob(config, device=_device(args)), workers
 
 
 def _label_job(args: argparse.Namespace):
@@ -83,7 +88,7 @@ def _label_job(args: argparse.Namespace):
         teacher=args.teacher, teacher_kwargs=kwargs, features=features,
         atom_energy="atom_energy" in (args.features or ""), feature_dtype=args.feature_dtype,
     )
-    return LabelJob(_existing_dataset(args.source), config), None
+    return LabelJob(_existing_dataset(args.source), config, device=_device(args)), None
 
 
 def _jitter_job(args: argparse.Namespace):
@@ -97,7 +102,7 @@ def _jitter_job(args: argparse.Namespace):
         "student": str(Path(args.student).resolve()) if args.student else None, "steps": args.steps,
         "step_size": args.step_size, "attack_loss": args.attack_loss, "features": features,
         "atom_energy": "atom_energy" in (args.features or ""), "feature_dtype": args.feature_dtype,
-        "all_atoms_free": args.all_atoms_free, "force_large_norm": args.force_large_norm, "device": args.device,
+        "all_atoms_free": args.all_atoms_free, "force_large_norm": args.force_large_norm, "device": _device(args),
         "batch_size": args.batch_size,
     }
     if args.student and not Path(args.student).is_file():
@@ -127,7 +132,8 @@ def _recipe_argv(add_recipe, args: argparse.Namespace) -> list[str]:
 
 def _task_argv(args: argparse.Namespace, command: str) -> list[str]:
     add_recipe = JOBS[command][0]
-    return [command, *_recipe_argv(add_recipe, args), "--out", str(args.out.resolve()), "--quiet"]
+    device = ["--device", args.device] if getattr(args, "device", None) else []
+    return [command, *_recipe_argv(add_recipe, args), "--out", str(args.out.resolve()), *device, "--quiet"]
 
 
 def _run_job(args: argparse.Namespace) -> int:
@@ -285,7 +291,6 @@ def _add_jitter_recipe(jitter: argparse.ArgumentParser) -> list[argparse.Action]
         jitter.add_argument("--all-atoms-free", action="store_true",
                             help="let every atom of rows without tags or FixAtoms move (else they are refused)"),
         jitter.add_argument("--force-large-norm", action="store_true", help="allow --norm above 1 Å"),
-        jitter.add_argument("--device", help="cpu (default) or cuda"),
         jitter.add_argument("--batch-size", type=int, help="structures per batched model call (default 16)"),
     ]
 
@@ -295,6 +300,8 @@ def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="dataset directory (created, or resumed)")
     parser.add_argument("--workers", type=int, help="local processes (default 1); dask workers (default: per GPU/core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--device", help="where the teacher runs: auto (default: CUDA when the worker sees a GPU), "
+                        "cpu, cuda or cuda:N")
     parser.add_argument("--executor", choices=("local", "dask", "slurm-array"), default="local",
                         help="local processes (default), Dask tasks, or one SLURM array task per shard")
     parser.add_argument("--scheduler", help="dask: address of a running scheduler, tcp://host:port")

@@ -4,14 +4,15 @@
 input shard. Every executor (in-process, local processes, Dask, SLURM array tasks) takes a job and only deals with
 where shards run; writing, skipping complete shards, plans and manifests are the executors' shared code.
 
-A job is pickled to worker processes, so it holds only configs and paths; what is expensive to build (the teacher)
-is built once per process by the generator's own cache.
+A job is pickled to worker processes, so it holds only configs, paths and the device name; what is expensive to
+build (the teacher) is built once per process by the generator's own cache. The device (``auto``: CUDA when the
+process sees one) is resolved where the shard runs, so a worker pinned to one GPU uses that GPU.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -23,9 +24,19 @@ from augkd.generators.jitter import prepare as prepare_jitter
 from augkd.generators.label import LabelConfig, check_teacher_offers, label_frames
 from augkd.io.arrays import encode_array
 from augkd.io.dataset import DatasetWriter, load_manifest, read_frames, shard_paths
+from augkd.teachers import resolve_device
 
 # progress(units_done, rows_kept): units are the job's own (systems for generate, input rows otherwise)
 Progress = Callable[[int, int], None]
+
+
+def planning_device(device: str) -> str:
+    """Where the process writing the plan loads the teacher (for its identity only): the job's device when this
+    process has it, else the CPU (a submit host without GPUs planning work for GPU workers)."""
+    try:
+        return resolve_device(device)
+    except ConfigError:
+        return "cpu"
 
 
 class ShardJob:
@@ -33,6 +44,7 @@ class ShardJob:
 
     command: str  # the `augkd` subcommand that runs one shard of this job (SLURM array tasks)
     unit: str  # what progress counts
+    device: str = "auto"  # where the teacher runs, resolved where a shard runs; how the job runs, never in the plan
 
     @property
     def shard_count(self) -> int:
@@ -58,6 +70,7 @@ class ShardJob:
 @dataclass(frozen=True)
 class GenerateJob(ShardJob):
     config: GenerateConfig
+    device: str = "auto"
     command = "generate"
     unit = "system"
 
@@ -73,7 +86,7 @@ class GenerateJob(ShardJob):
             "seed": config.seed,
             "systems": config.systems,
             "shard_count": config.shards,
-            "teacher": prepare(config).teacher.identity.to_dict(),
+            "teacher": prepare(config, planning_device(self.device)).teacher.identity.to_dict(),
             "config": config.to_dict(),
         }
 
@@ -81,7 +94,7 @@ class GenerateJob(ShardJob):
         return len(self.config.shard_systems(index))
 
     def run_shard(self, index: int, progress: Progress | None = None) -> ShardResult:
-        return generate_shard(self.config, index, progress, encode=encode_array)
+        return generate_shard(self.config, index, progress, encode=encode_array, device=self.device)
 
     def summary(self, manifest: dict[str, Any], out: str | Path) -> str:
         totals = manifest["totals"]
@@ -129,19 +142,23 @@ class SourceJob(ShardJob):
 
 
 @lru_cache(maxsize=2)
-def _label_teacher(spec: str, kwargs_json: str):
+def _label_teacher(spec: str, kwargs_json: str, device: str):
     from augkd.teachers import load_teacher
 
-    return load_teacher(spec, json.loads(kwargs_json))
+    return load_teacher(spec, json.loads(kwargs_json), device=device)
 
 
 @dataclass(frozen=True)
 class LabelJob(SourceJob):
     config: LabelConfig = None
+    device: str = "auto"
     command = "label"
 
     def teacher(self):
-        teacher = _label_teacher(self.config.teacher, json.dumps(self.config.teacher_kwargs, sort_keys=True))
+        return self._teacher(resolve_device(self.device))
+
+    def _teacher(self, device: str):
+        teacher = _label_teacher(self.config.teacher, json.dumps(self.config.teacher_kwargs, sort_keys=True), device)
         check_teacher_offers(teacher, self.config)
         return teacher
 
@@ -150,7 +167,7 @@ class LabelJob(SourceJob):
         return {
             **self.source_plan(),
             "origin": self._manifest.get("origin"),
-            "labelled_by": self.teacher().identity.to_dict(),
+            "labelled_by": self._teacher(planning_device(self.device)).identity.to_dict(),
             "label_config": {"features": list(config.features), "atom_energy": config.atom_energy,
                              "feature_dtype": config.feature_dtype},
         }
@@ -170,7 +187,7 @@ class JitterJob(SourceJob):
         from augkd.teachers.interface import sha256_file
 
         config = self.config
-        teacher = prepare_jitter(config).teacher
+        teacher = prepare_jitter(replace(config, device=planning_device(config.device))).teacher
         return {
             **self.source_plan(),
             "origin": config.mode,
@@ -180,6 +197,10 @@ class JitterJob(SourceJob):
             "student": {"path": config.student, "sha256": sha256_file(config.student)} if config.student else None,
             "jitter": {k: v for k, v in config.to_dict().items() if k not in EXECUTION_FIELDS},
         }
+
+    @property
+    def device(self) -> str:
+        return self.config.device
 
     def run_shard(self, index: int, progress: Progress | None = None) -> ShardResult:
         config = self.config

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from augkd.errors import ConfigError
 from augkd.io.dataset import PLAN, DatasetError, DatasetWriter
+from augkd.teachers import resolve_device
 
 from augkd.distributed.jobs import ShardJob
 
@@ -75,6 +76,7 @@ def write_one_shard(job: ShardJob, out: str | Path, shard_index: int) -> dict[st
     Returns the shard's record; a shard that is already complete is left as it is.
     """
     check_shard_index(job, shard_index)
+    resolve_device(job.device)  # the shard runs here: refuse a device this process lacks before writing anything
     _, plan, _ = open_dataset(job, out)
     return write_shard_of(job, str(out), plan, shard_index, None)
 
@@ -87,6 +89,7 @@ def run_local(
         raise ConfigError(f"--workers {workers} must be >= 1")
     out = str(out)
     # Everything that can reject the request does so before anything is written.
+    resolve_device(job.device)  # shards run here or in child processes, which see the same devices
     writer, plan, missing = open_dataset(job, out, resume)
     total = sum(job.units(i) for i in range(job.shard_count))
     bar = progress_bar(total, total - sum(job.units(i) for i in missing), job.unit, enabled=progress)

@@ -22,7 +22,7 @@ from augkd.generators.relax import RelaxConfig, Trajectory, relax
 from augkd.generators.relax_batched import Capture, RelaxerChoice, choose_relaxer, relax_batched
 from augkd.records import LabelledFrame
 from augkd.systems.sampler import SampledSystem, SamplerConfig, SystemSampler
-from augkd.teachers import DEFAULT_TEACHER, Labels, Teacher, load_teacher
+from augkd.teachers import DEFAULT_TEACHER, Labels, Teacher, load_teacher, resolve_device
 
 
 SYSTEMS_PER_SHARD = 200
@@ -160,14 +160,16 @@ class _Context:
 
 
 @lru_cache(maxsize=2)
-def _context(teacher: str, teacher_kwargs_json: str, sampler_config: SamplerConfig) -> _Context:
-    loaded = load_teacher(teacher, json.loads(teacher_kwargs_json))
+def _context(teacher: str, teacher_kwargs_json: str, sampler_config: SamplerConfig, device: str) -> _Context:
+    loaded = load_teacher(teacher, json.loads(teacher_kwargs_json), device=device)
     return _Context(loaded, SystemSampler(sampler_config, allowed_elements=loaded.elements))
 
 
-def prepare(config: GenerateConfig) -> _Context:
-    """Load the teacher and the sampler for ``config`` (once per process) and check that a system can be drawn."""
-    context = _context(config.teacher, json.dumps(config.teacher_kwargs, sort_keys=True), config.systems_sampler)
+def prepare(config: GenerateConfig, device: str | None = "auto") -> _Context:
+    """Load the teacher (on ``device``, ``auto``: CUDA when this process sees one) and the sampler for ``config``,
+    once per process, and check that a system can be drawn."""
+    context = _context(config.teacher, json.dumps(config.teacher_kwargs, sort_keys=True), config.systems_sampler,
+                       resolve_device(device))
     if config.relaxer_choice.relaxer == "batched" and not hasattr(context.teacher, "predict"):
         raise ConfigError(f"teacher {context.teacher.identity.name} cannot predict on a batch: use --relaxer ase")
     wanted = config.frames.cached_outputs
@@ -194,13 +196,15 @@ def generate_shard(
     shard_index: int,
     progress: Callable[[int, int], None] | None = None,
     encode: Callable[[np.ndarray, str], Any] | None = None,
+    device: str | None = "auto",
 ) -> ShardResult:
     """Relax the shard's systems and return the kept frames with counts of everything dropped.
 
     ``progress(systems_done, frames_kept)`` is called after every system. ``encode(array, dtype)`` stores the
-    arrays of cached teacher outputs in rows (default: the array itself in that dtype).
+    arrays of cached teacher outputs in rows (default: the array itself in that dtype). ``device``: the teacher's
+    (see ``prepare``).
     """
-    context = prepare(config)
+    context = prepare(config, device)
     choice = config.relaxer_choice
     relax_config = replace(config.relax, optimizer=choice.optimizer)
     systems = config.shard_systems(shard_index)

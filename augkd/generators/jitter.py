@@ -53,7 +53,7 @@ from augkd.generators.label import (
     teacher_row_data,
 )
 from augkd.records import LabelledFrame, plain_atoms
-from augkd.teachers import DEFAULT_TEACHER, Teacher, load_teacher
+from augkd.teachers import DEFAULT_TEACHER, Teacher, load_teacher, resolve_device
 
 MODES = ("rattle", "adversarial")
 ATTACK_LOSSES = ("forces", "vanilla1", "vanilla2")
@@ -114,7 +114,7 @@ class JitterConfig:
     feature_dtype: cached teacher outputs to store like ``augkd label`` (``teacher_*`` row keys, written only
     when one of them is asked for). all_atoms_free: let every atom of a structure without fixed/tag information
     move (else such input is refused). force_large_norm: allow norm > 1 Å. device: where teacher and student
-    run. batch_size: structures per batched model call.
+    run (auto: CUDA when visible). batch_size: structures per batched model call.
     """
 
     norm: float
@@ -132,7 +132,7 @@ class JitterConfig:
     feature_dtype: str = "float16"
     all_atoms_free: bool = False
     force_large_norm: bool = False
-    device: str = "cpu"
+    device: str = "auto"
     batch_size: int = 16
 
     def __post_init__(self) -> None:
@@ -203,6 +203,10 @@ class Student:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
 
 def load_student(path: str, device: str = "cpu") -> Student:
     from augkd.models.checkpoint import load_model
@@ -233,7 +237,8 @@ def _context(teacher: str, teacher_kwargs_json: str, student: str | None, device
 
 def prepare(config: JitterConfig) -> JitterContext:
     """The teacher and (adversarial) student of ``config``, loaded once per process; checks the asked features."""
-    context = _context(config.teacher, json.dumps(config.teacher_kwargs, sort_keys=True), config.student, config.device)
+    context = _context(config.teacher, json.dumps(config.teacher_kwargs, sort_keys=True), config.student,
+                       resolve_device(config.device))
     check_teacher_offers(context.teacher, config.label_config)
     return context
 
@@ -520,7 +525,7 @@ def jitter_frames(
 def _attack(parents, chunk, free, directions, config: JitterConfig, teacher: Teacher, student: Student):
     from augkd.models.data import atoms_to_batch
 
-    batch = atoms_to_batch([frame.atoms for frame in parents], dtype=torch.float64).to(config.device)
+    batch = atoms_to_batch([frame.atoms for frame in parents], dtype=torch.float64).to(student.device)
     random_start = torch.tensor([copy > 0 for _, copy in chunk], dtype=torch.bool)
     return adversarial_displacement(
         batch, free, directions, random_start, student, teacher, config.norm, config.steps, config.ascent_step,

@@ -13,7 +13,35 @@ from augkd.teachers.interface import CalculatorTeacher, Labels, Teacher, Teacher
 DEFAULT_TEACHER = "chgnet"
 
 
-def load_teacher(spec: str = DEFAULT_TEACHER, kwargs: dict | None = None, device: str = "cpu") -> Teacher:
+def resolve_device(device: str | None) -> str:
+    """``auto`` (or None) → ``cuda`` when this process sees a CUDA device, else ``cpu``; other names are checked.
+
+    Resolved in the process that loads the teacher: a Dask worker or SLURM task pinned to one GPU through
+    CUDA_VISIBLE_DEVICES sees exactly that GPU as ``cuda``.
+    """
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if parsed.type == "cpu":
+        return str(parsed)
+    if parsed.type != "cuda":
+        raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible == 0:
+        raise ConfigError(f"--device {device}: this process sees no CUDA device")
+    if parsed.index is not None and parsed.index >= visible:
+        raise ConfigError(f"--device {device}: this process sees {visible} CUDA device(s) (cuda:0..cuda:{visible - 1})")
+    return str(parsed)
+
+
+def load_teacher(spec: str = DEFAULT_TEACHER, kwargs: dict | None = None, device: str | None = "auto") -> Teacher:
+    """The teacher ``spec`` names, on ``device`` (``auto``: CUDA when visible; ASE calculators ignore it)."""
+    device = resolve_device(device)
     backend, _, argument = spec.partition(":")
     if backend == "ase":
         from augkd.teachers.ase_calculator import load_ase_teacher
@@ -50,4 +78,4 @@ def load_teacher(spec: str = DEFAULT_TEACHER, kwargs: dict | None = None, device
     )
 
 
-__all__ = ["CalculatorTeacher", "Labels", "Teacher", "TeacherIdentity", "load_teacher", "DEFAULT_TEACHER"]
+__all__ = ["CalculatorTeacher", "Labels", "Teacher", "TeacherIdentity", "load_teacher", "resolve_device", "DEFAULT_TEACHER"]

@@ -5,6 +5,7 @@ import os
 import signal
 
 import pytest
+import torch
 
 from augkd.cli import build_parser, main
 from augkd.io.dataset import load_manifest
@@ -99,6 +100,11 @@ def test_unreachable_scheduler_is_one_line_naming_it(tmp_path, capsys):
         (["--shard-index", "2"], "--shard-index 2 is outside 0..1"),
         (["--shard-index", "-1"], "--shard-index -1"),
         (["--resume"], "--resume"),
+        (["--device", "tpu"], "--device 'tpu'"),
+        pytest.param(["--device", "cuda"], "--device cuda: this process sees no CUDA device",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+        pytest.param(["--device", "cuda", "--workers", "2"], "--device cuda",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
     ],
 )
 def test_bad_execution_flags_are_one_line_errors(tmp_path, capsys, extra, message):
@@ -117,4 +123,33 @@ def test_single_shard_mode_writes_one_shard_and_no_manifest(reference, tmp_path)
     assert main(["merge", str(out)]) == 2
     assert main(small_generate_args(out, "--shard-index", "0")) == 0
     assert main(["merge", str(out)]) == 0
+    assert_same_rows(rows_of(reference), rows_of(out))
+
+
+def test_gpu_workers_are_pinned_to_one_gpu_each_and_every_shard_asks_for_one(reference, tmp_path):
+    """The per-GPU cluster on GPU ids this CPU machine does not have: each worker sees only its own id in
+    CUDA_VISIBLE_DEVICES and offers GPU=1; the executor then submits every shard with resources GPU=1 (so no
+    worker runs two at once). The teacher resolves ``auto`` in the worker (the CPU here) and the rows are the
+    in-process rows."""
+    from distributed import Client
+
+    from augkd.distributed.dask_executor import local_cluster, run_dask
+
+    out = tmp_path / "gpus"
+    job = job_of(small_generate_args(out, shards=3))
+    restrictions = {}
+
+    def record_restrictions(client, index, record):
+        restrictions.update(client.run_on_scheduler(
+            lambda dask_scheduler: {key: ts.resource_restrictions for key, ts in dask_scheduler.tasks.items()}
+        ))
+
+    with local_cluster(gpus=["0", "1"]) as cluster, Client(cluster) as watcher:
+        workers = watcher.scheduler_info()["workers"].values()
+        assert sorted(w["resources"]["GPU"] for w in workers) == [1, 1]
+        assert {w["host"] for w in workers} == {"127.0.0.1"}
+        visible = watcher.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        assert sorted(visible.values()) == ["0", "1"]
+        run_dask(job, out, scheduler=cluster.scheduler_address, progress=False, on_shard_done=record_restrictions)
+    assert restrictions and all(value == {"GPU": 1} for value in restrictions.values()), restrictions
     assert_same_rows(rows_of(reference), rows_of(out))

@@ -80,3 +80,14 @@ def test_label_asking_for_what_the_teacher_lacks_is_one_line_before_writing(sour
     assert main(label_args(source, out, "--features", "atom_energy,node")) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "emt cannot provide 'atom_energy', 'node'" in err and not out.exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_a_job_for_gpu_workers_is_planned_on_a_host_without_gpus(source):
+    """`--executor dask --device cuda` from a login node: the plan (teacher identity only) is made on the CPU here;
+    the device is resolved by the workers that run the shards, and is not part of the plan."""
+    from augkd.distributed.jobs import LabelJob
+    from augkd.generators.label import LabelConfig
+
+    config = LabelConfig(teacher="emt", teacher_kwargs={}, atom_energy=False)
+    assert LabelJob(source, config, device="cuda").plan() == LabelJob(source, config, device="cpu").plan()

@@ -79,3 +79,33 @@ def test_sevennet_teacher_offline(adslab):
     assert {"Cu", "O", "Pt", "H"} <= teacher.elements
     labels = teacher.label(adslab)
     assert np.isfinite(labels.forces).all() and -6 < labels.energy / len(adslab) < -1
+
+
+def test_device_auto_is_cuda_only_where_the_process_sees_it_and_bad_names_are_one_line():
+    import torch
+
+    from augkd.teachers import resolve_device
+
+    assert resolve_device("auto") == resolve_device(None) == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    for bad in ("tpu", "gpu0", "cuda:x"):
+        with pytest.raises(ConfigError, match=f"--device '{bad}'"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda:1: this process sees no CUDA device"):
+            resolve_device("cuda:1")
+    else:
+        with pytest.raises(ConfigError, match="sees"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_checkpoint_teacher_loads_on_the_gpu_by_default(tmp_path):
+    import torch
+
+    from augkd.models import build_model
+    from augkd.models.checkpoint import save_model
+
+    path = save_model(tmp_path / "t.pt", build_model("painn-tiny"))
+    assert load_teacher(f"ckpt:{path}").device.type == "cuda"
+    assert load_teacher(f"ckpt:{path}", device="cpu").device == torch.device("cpu")
