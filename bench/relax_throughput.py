@@ -17,7 +17,7 @@ pbc (T, T, F)). A random network's forces never converge, so per-system step lim
 and ``steps`` stand in for systems converging at different times (the in-flight batch refills as they leave).
 The two paths alternate per teacher (ASE first); wall-clock seconds and process CPU seconds are both reported.
 
-    python bench/relax_throughput.py [--systems 6] [--steps 8] [--batch-atoms 1024] [--device cpu|cuda]
+    python bench/relax_throughput.py [--systems 6] [--steps 8] [--batch-atoms auto|N] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -128,10 +128,12 @@ def measure(teacher, systems, config: RelaxConfig, limits: list[int], batching: 
         synchronize()
         return frames, time.perf_counter() - wall, time.process_time() - cpu
 
-    # warm-up of both paths on the smallest system (allocator, kernels, lazy imports)
+    # warm-up of both paths (allocator, kernels, lazy imports); with --batch-atoms auto the batched relaxer measures
+    # its batch size here, once per process as in a generation run, reported apart from the timed run
     smallest = min(range(len(systems)), key=lambda i: len(systems[i]))
     relax(systems[smallest], teacher.calculator(), RelaxConfig(optimizer="FIRE", fmax=config.fmax, steps=1))
-    dict(relax_batched([systems[smallest]], teacher, config, batching, max_steps=1))
+    warm_up = RelaxStats()
+    dict(relax_batched(systems, teacher, config, batching, max_steps=1, stats=warm_up))
     synchronize()
 
     ase_frames, ase_wall, ase_cpu = ase_run(teacher.calculator())
@@ -161,6 +163,8 @@ def measure(teacher, systems, config: RelaxConfig, limits: list[int], batching: 
         "seconds": {"ase_wall": round(ase_wall, 2), "batched_wall": round(batched_wall, 2),
                     "ase_cpu": round(ase_cpu, 2), "batched_cpu": round(batched_cpu, 2)},
         "batched": {"forward_passes": stats.forward_passes, "max_atoms": stats.max_atoms,
+                    "calibration": {"memory_max_atoms": warm_up.memory_max_atoms, "atoms_per_s": warm_up.atoms_per_s,
+                                    "seconds": warm_up.calibration_seconds} if warm_up.atoms_per_s else None,
                     "largest_batch_atoms": stats.largest_batch_atoms,
                     "largest_batch_systems": stats.largest_batch_systems, "failures": failures},
     }
@@ -174,7 +178,8 @@ def main() -> None:
     parser.add_argument("--systems", type=int, default=6)
     parser.add_argument("--steps", type=int, default=8, help="largest per-system step limit (the smallest is half)")
     parser.add_argument("--fmax", type=float, default=0.03)
-    parser.add_argument("--batch-atoms", default="1024", help="batched relaxer's atoms per forward pass, or auto")
+    parser.add_argument("--batch-atoms", default="auto",
+                        help="batched relaxer's atoms per forward pass, or auto (default: the fastest, measured)")
     parser.add_argument("--teachers", default="painn,chgnet", help="comma-separated: chgnet and/or model registry names")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()

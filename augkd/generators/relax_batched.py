@@ -20,6 +20,7 @@ same forward pass on the frames the caller names.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ from augkd.generators.inflight import (
     InFlightBatcher,
     SystemCost,
     count_edges,
+    fastest_size,
     measure_memory,
     teacher_graph_cutoff,
 )
@@ -112,6 +114,9 @@ class RelaxStats:
     forward_passes: int = 0
     frames: int = 0  # frames recorded, all systems
     max_atoms: int | None = None  # the atom limit in force (measured when "auto")
+    memory_max_atoms: int | None = None  # "auto": the most atoms per pass the memory estimate allows
+    atoms_per_s: dict[int, float] = field(default_factory=dict)  # "auto": measured speed by atoms per pass
+    calibration_seconds: float = 0.0  # "auto": time spent measuring (once per teacher, device and sizes)
     largest_batch_atoms: int = 0
     largest_batch_systems: int = 0
     isolated_errors: int = 0  # batches whose teacher error was traced system by system
@@ -384,22 +389,74 @@ def _batcher(systems: Sequence[Atoms], teacher, batching: BatchConfig, dtype, de
         edges = [count_edges(atoms, cutoff, cap) for atoms in systems]
     max_atoms = batching.max_atoms
     if max_atoms == AUTO:
-        max_atoms = _measured_max_atoms(systems, teacher, batching, dtype, device) if systems else None
+        max_atoms = None
+        if systems:
+            calibration = _calibration(systems, teacher, batching, dtype, device)
+            max_atoms = calibration.max_atoms
+            stats.memory_max_atoms = calibration.memory_max_atoms
+            stats.atoms_per_s = dict(calibration.atoms_per_s)
+            stats.calibration_seconds = calibration.seconds
     stats.max_atoms = max_atoms
     costs = [SystemCost(len(atoms), e) for atoms, e in zip(systems, edges)]
     return InFlightBatcher(costs, max_atoms, batching.max_edges, batching.max_systems)
 
 
-def _measured_max_atoms(systems, teacher, batching: BatchConfig, dtype, device) -> int:
-    """The atom limit from the teacher's measured memory per atom on ``device`` (probes: copies of the largest system)."""
-    probe_atoms = max(systems, key=len)
-    data = _atomic_data(probe_atoms, dtype)
-    positions = torch.tensor(probe_atoms.positions, dtype=torch.float64, device=device)
+@dataclass(frozen=True)
+class _Calibration:
+    max_atoms: int
+    memory_max_atoms: int
+    atoms_per_s: dict[int, float]
+    seconds: float
 
-    def probe(copies: int) -> int:
+
+# teacher → {(device, dtype, sizes, memory fraction): calibration}: measured once per process, not once per shard
+_CALIBRATIONS: "weakref.WeakKeyDictionary[object, dict[tuple, _Calibration]]" = weakref.WeakKeyDictionary()
+
+
+def _calibration(systems, teacher, batching: BatchConfig, dtype, device) -> _Calibration:
+    """``max_atoms="auto"``: the fastest atoms per pass within the memory cap (see ``augkd.generators.inflight``).
+
+    Probes are copies of the largest system (memory) and of the median-sized one (speed), so the result depends
+    on the systems' sizes only, and is reused for later calls with systems of the same sizes.
+    """
+    largest = max(systems, key=len)
+    typical = sorted(systems, key=len)[len(systems) // 2]
+    total = sum(len(atoms) for atoms in systems)
+    key = (str(device), dtype, len(largest), len(typical), total, batching.memory_fraction)
+    known = _CALIBRATIONS.setdefault(teacher, {})
+    if key in known:
+        return known[key]
+    started = time.perf_counter()
+
+    def timed_pass(atoms: Atoms, copies: int) -> float:
+        data = _atomic_data(atoms, dtype)
+        positions = torch.tensor(atoms.positions, dtype=torch.float64, device=device).repeat(copies, 1)
         batch = _collate([data] * copies, device)
-        teacher.predict(_with_positions(batch, positions.repeat(copies, 1), dtype))
-        return copies * len(probe_atoms)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        begun = time.perf_counter()
+        teacher.predict(_with_positions(batch, positions, dtype))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - begun
 
-    estimate = measure_memory(probe, device)
-    return max(estimate.max_atoms(batching.memory_fraction), len(probe_atoms))
+    def memory_probe(copies: int) -> int:
+        timed_pass(largest, copies)
+        return copies * len(largest)
+
+    memory_cap = max(measure_memory(memory_probe, device).max_atoms(batching.memory_fraction), len(largest))
+    n = len(typical)
+    sizes = [n * 2**j for j in range(32) if n * 2**j <= min(memory_cap, total)] or [n]
+
+    def atoms_per_s(size: int) -> float:
+        copies = size // n
+        return size / min(timed_pass(typical, copies) for _ in range(2))  # the faster of two: the first may warm up
+
+    best, rates = fastest_size(atoms_per_s, sizes)
+    calibration = _Calibration(
+        max_atoms=max(best, len(largest)), memory_max_atoms=memory_cap,
+        atoms_per_s={size: round(rate, 1) for size, rate in rates.items()},
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    known[key] = calibration
+    return calibration

@@ -17,6 +17,7 @@ from augkd.generators.inflight import (
     MemoryEstimate,
     SystemCost,
     count_edges,
+    fastest_size,
 )
 from augkd.generators.relax import RelaxConfig, relax
 from augkd.generators.relax_batched import (
@@ -246,6 +247,18 @@ def test_in_flight_batcher_admits_in_order_within_limits():
     assert MemoryEstimate(per_atom=1e6, fixed=2e8, free=1e9).max_atoms(0.5) == 300
 
 
+def test_fastest_size_stops_once_speed_has_clearly_fallen():
+    measured = []
+
+    def rate(size):
+        measured.append(size)
+        return {10: 100.0, 20: 150.0, 40: 140.0, 80: 110.0, 160: 500.0}[size]
+
+    assert fastest_size(rate, [10, 20, 40, 80, 160]) == (20, {10: 100.0, 20: 150.0, 40: 140.0, 80: 110.0})
+    assert measured == [10, 20, 40, 80]  # 110 < 0.8 · 150: 160 is never timed
+    assert fastest_size(lambda size: float(size), [10, 20, 40])[0] == 40
+
+
 def test_edge_counts_and_auto_limit_are_measured():
     atoms = cu_adslab(np.random.default_rng(0))
     edges = count_edges(atoms, 6.0)
@@ -253,9 +266,22 @@ def test_edge_counts_and_auto_limit_are_measured():
     assert count_edges(atoms, 6.0, max_neighbors=10) == 10 * len(atoms)
     stats = RelaxStats()
     systems = morse_systems()
-    trajectories = run(systems, MorseTeacher(), batching=BatchConfig(max_atoms="auto", memory_fraction=0.5), stats=stats)
+    auto = BatchConfig(max_atoms="auto", memory_fraction=0.5)
+    teacher = MorseTeacher()
+    trajectories = run(systems, teacher, batching=auto, stats=stats)
     assert stats.max_atoms is not None and stats.max_atoms >= max(len(a) for a in systems)
     assert all(t.converged for t in trajectories.values())
+    # speed measured at 1, 2, 4, ... copies of the median system, within memory and the atoms there are
+    typical = sorted(len(a) for a in systems)[len(systems) // 2]
+    sizes = list(stats.atoms_per_s)
+    assert sizes == [typical * 2**j for j in range(len(sizes))] and all(v > 0 for v in stats.atoms_per_s.values())
+    assert max(sizes) <= min(stats.memory_max_atoms, sum(len(a) for a in systems))
+    assert stats.max_atoms == max(max(stats.atoms_per_s, key=stats.atoms_per_s.get), max(len(a) for a in systems))
+    calls = len(teacher.batch_sizes)
+    again = RelaxStats()
+    run(systems, teacher, batching=auto, stats=again)  # same teacher, same sizes: measured once per process
+    assert (again.max_atoms, again.atoms_per_s) == (stats.max_atoms, stats.atoms_per_s)
+    assert len(teacher.batch_sizes) - calls == again.forward_passes
     teacher = MorseTeacher()
     by_edges = run(systems, teacher, batching=BatchConfig(max_atoms=None, max_edges=2 * edges, edge_cutoff=6.0))
     assert all(t.converged for t in by_edges.values()) and max(teacher.batch_sizes) == 2
