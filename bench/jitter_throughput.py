@@ -7,7 +7,7 @@ default (CHGNet 0.3.0, differentiable: the attack's gradient passes through it).
 one warm-up call each; beside them, the cost of labelling alone (the teacher's batched ``label_batch`` versus its
 ASE calculator one structure at a time), which is what rattle mode spends its time on.
 
-    python bench/jitter_throughput.py [--rows 16] [--batch-size 16] [--norm 0.1] [--repeats 2]
+    python bench/jitter_throughput.py [--rows 16] [--batch-size N] [--norm 0.1] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -52,12 +52,12 @@ def timed(call) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, help="structures per call (default: jitter's default)")
     parser.add_argument("--norm", type=float, default=0.1)
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each, interleaved; the best counts")
     args = parser.parse_args()
 
-    from augkd.generators.jitter import JitterConfig, jitter_frames, prepare
+    from augkd.generators.jitter import JitterConfig, batch_size_for, jitter_frames, prepare
     from augkd.generators.label import label_structures
     from augkd.io.arrays import encode_array
     from augkd.models import build_model
@@ -111,7 +111,7 @@ def main() -> None:
         "student": "painn-tiny",
         "rows": len(rows),
         "atoms_per_row": [min(natoms), max(natoms)],
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_size or batch_size_for(teacher),
         "norm": args.norm,
         "repeats": args.repeats,
         "rows_per_s": {mode: round(value, 3) for mode, value in rows_per_s.items()},

@@ -63,6 +63,9 @@ ATTACK_ALPHA_ENERGY, ATTACK_ALPHA_FORCE = 1.0, 100.0
 LARGE_NORM = 1.0
 #: ``JitterConfig`` fields that change how the work runs, not what it produces
 EXECUTION_FIELDS = ("device", "batch_size")
+#: structures per model call when ``batch_size`` is not given. On a CPU, larger passes run slower per atom (CHGNet,
+#: bench/jitter_throughput.py on 2 cores: 3.7 rattle rows/s at 2 structures per call, 1.9 at 16).
+DEFAULT_BATCH_SIZE = {"cuda": 16, "cpu": 2}
 #: row ``data`` keys of a parent that describe its labels, not its structure: dropped from its displaced copies
 _STALE_KEY_PREFIX = "teacher_"
 
@@ -114,7 +117,8 @@ class JitterConfig:
     feature_dtype: cached teacher outputs to store like ``augkd label`` (``teacher_*`` row keys, written only
     when one of them is asked for). all_atoms_free: let every atom of a structure without fixed/tag information
     move (else such input is refused). force_large_norm: allow norm > 1 Å. device: where teacher and student
-    run (auto: CUDA when visible). batch_size: structures per batched model call.
+    run (auto: CUDA when visible). batch_size: structures per batched model call (None: ``DEFAULT_BATCH_SIZE``
+    for the teacher's device).
     """
 
     norm: float
@@ -133,7 +137,7 @@ class JitterConfig:
     all_atoms_free: bool = False
     force_large_norm: bool = False
     device: str = "auto"
-    batch_size: int = 16
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", check_norm(self.norm, self.force_large_norm))
@@ -144,6 +148,8 @@ class JitterConfig:
             object.__setattr__(self, "features", tuple(self.features))
         for name, value, least in (("copies", self.copies, 1), ("steps", self.steps, 1),
                                    ("batch_size", self.batch_size, 1), ("seed", self.seed, 0)):
+            if name == "batch_size" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ConfigError(f"jitter {name} {value!r} must be an integer ≥ {least}")
         if self.step_size is not None and not (
@@ -442,6 +448,12 @@ def _describe(frame: LabelledFrame, index: int) -> str:
     return f"row {index} (sid {frame.data.get('sid')!r}, fid {frame.data.get('fid')!r})"
 
 
+def batch_size_for(teacher: Teacher) -> int:
+    """Structures per model call when the config does not say: by the type of the teacher's device."""
+    device = torch.device(getattr(teacher, "device", None) or "cpu")
+    return DEFAULT_BATCH_SIZE.get(device.type, DEFAULT_BATCH_SIZE["cpu"])
+
+
 def jitter_frames(
     frames: Sequence[LabelledFrame],
     config: JitterConfig,
@@ -492,8 +504,9 @@ def jitter_frames(
     }
     losses: list[float] = []
     done = 0
-    for start in range(0, len(jobs), config.batch_size):
-        chunk = jobs[start : start + config.batch_size]
+    batch_size = config.batch_size or batch_size_for(teacher)
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
         parents = [frames[i] for i, _ in chunk]
         natoms = [len(frame.atoms) for frame in parents]
         free = torch.cat([masks[i] for i, _ in chunk])
@@ -509,7 +522,7 @@ def jitter_frames(
         labels = label_structures(teacher, displaced, properties)
         for (i, copy), atoms, label in zip(chunk, displaced, labels):
             out.append(_row(frames[i], atoms, label, copy, config, teacher, encode))
-        end = start + config.batch_size
+        end = start + batch_size
         finished = jobs[end][0] if end < len(jobs) else len(frames)  # input frames whose copies are all made
         if progress is not None and finished > done:
             progress(finished - done)

@@ -12,9 +12,11 @@ from ase.constraints import FixAtoms
 
 from augkd.errors import ConfigError
 from augkd.generators.jitter import (
+    DEFAULT_BATCH_SIZE,
     JitterConfig,
     Student,
     attack_gradient,
+    batch_size_for,
     jitter_frames,
     load_student,
     prepare,
@@ -168,6 +170,7 @@ def positions(frames):
 def test_rattle_is_deterministic_and_independent_of_batching_and_sharding(emt):
     parents = adslabs(5)
     config = JitterConfig(norm=NORM, teacher="emt", copies=2, seed=3)
+    assert config.batch_size is None and batch_size_for(emt) == DEFAULT_BATCH_SIZE["cpu"]  # ASE teacher: CPU
     out, _ = jitter_frames(parents, config, emt, None, encode_array)
     again, _ = jitter_frames(parents, JitterConfig(**{**config.to_dict(), "batch_size": 3}), emt, None, encode_array)
     assert (positions(out) == positions(again)).all()
