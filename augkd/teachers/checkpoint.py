@@ -107,7 +107,8 @@ class CheckpointTeacher:
 
 
 class TeacherCalculator(Calculator):
-    """ASE calculator over a ``CheckpointTeacher`` (energy in eV, unconstrained forces in eV/Å)."""
+    """ASE calculator over a ``CheckpointTeacher`` (or any teacher whose ``label(atoms)`` gives energy in eV and
+    unconstrained forces in eV/Å)."""
 
     implemented_properties: ClassVar[list[str]] = ["energy", "forces"]
 

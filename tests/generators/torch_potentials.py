@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar
 
 import numpy as np
 import torch
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator
 
 from augkd.models.base import scatter_sum
 from augkd.models.data import atoms_to_batch
 from augkd.models.interface import ModelOutput, build_graph
+from augkd.teachers.checkpoint import TeacherCalculator
 from augkd.teachers.interface import Labels, TeacherIdentity, check_properties
 
 
@@ -97,17 +97,4 @@ class MorseTeacher:
         )
 
     def calculator(self) -> Calculator:
-        return _TeacherCalculator(self)
-
-
-class _TeacherCalculator(Calculator):
-    implemented_properties: ClassVar[list[str]] = ["energy", "forces"]
-
-    def __init__(self, teacher):
-        super().__init__()
-        self.teacher = teacher
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        labels = self.teacher.label(self.atoms)
-        self.results = {"energy": labels.energy, "forces": labels.forces}
+        return TeacherCalculator(self)
