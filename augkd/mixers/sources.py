@@ -87,13 +87,19 @@ def _entry_spec(entry: Any, where: str) -> SourceSpec:
         raise ConfigError(f"{where}: origin must be a non-empty name, got {origin!r}")
     alpha = entry.get("alpha")
     if alpha is not None:
-        try:
-            alpha = float(alpha)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: alpha {alpha!r} must be a number in [0, 1]") from None
-        if not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
-            raise ConfigError(f"{where}: alpha {alpha:g} must be in [0, 1]")
+        alpha = _share(alpha, f"{where}: alpha")
     return SourceSpec(tuple(str(p) for p in paths), origin, alpha)
+
+
+def _share(value: Any, name: str) -> float:
+    """``value`` as a float in [0, 1], or a one-line error naming ``name`` and the value."""
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} {value!r} must be a number in [0, 1]") from None
+    if not (math.isfinite(share) and 0.0 <= share <= 1.0):
+        raise ConfigError(f"{name} {share:g} must be in [0, 1]")
+    return share
 
 
 def explicit_specs(data: Mapping[str, Any]) -> list[SourceSpec]:
@@ -117,12 +123,7 @@ def check_mixture_config(data: Mapping[str, Any], mixer: Mapping[str, Any]) -> N
         raise ConfigError(f"duplicate origin(s) {duplicates} among the sources; give each origin one source")
     alpha_target = mixer.get("alpha_target")
     if alpha_target is not None:
-        try:
-            alpha_target = float(alpha_target)
-        except (TypeError, ValueError):
-            raise ConfigError(f"--alpha-target {alpha_target!r} must be a number in [0, 1]") from None
-        if not (math.isfinite(alpha_target) and 0.0 <= alpha_target <= 1.0):
-            raise ConfigError(f"--alpha-target {alpha_target:g} must be in [0, 1]")
+        alpha_target = _share(alpha_target, "--alpha-target")
         if any(s.alpha is not None for s in specs):
             raise ConfigError("give either --alpha-target or per-source alphas, not both")
     given = [s for s in specs if s.alpha is not None]
