@@ -1,0 +1,157 @@
+"""Training and judging students: train, evaluate, plot, analyze."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from augkd.errors import AugkdError
+
+def _parse_kd(text: str) -> list[dict]:
+    """``n2n:100,vanilla1:1`` or ``n2n:auto`` → KD loss terms."""
+    terms = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition(":")
+        terms.append({"name": name, "lambda": value if value == "auto" else float(value or 1.0)})
+    return terms
+
+
+def _weight_ratios(text: str) -> tuple[float | None, dict[str, float]]:
+    """``--r-sdft 0.3`` (every non-reference origin) or ``--r-sdft synthetic=0.3,rattle=0.5`` (one by one)."""
+    try:
+        return float(text), {}
+    except ValueError:
+        pass
+    problem = f"--r-sdft {text!r}: write a number, or ORIGIN=RATIO pairs, e.g. synthetic=0.3,rattle=0.5"
+    ratios = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        origin, sep, value = item.partition("=")
+        try:
+            ratios[origin] = float(value)
+        except ValueError:
+            raise AugkdError(problem) from None
+        if not (sep and origin):
+            raise AugkdError(problem)
+    if not ratios:
+        raise AugkdError(problem)
+    return None, ratios
+
+
+def _train(args: argparse.Namespace) -> int:
+    from augkd.config import compose
+    from augkd.mixers import parse_source
+    from augkd.train.trainer import TrainConfig, Trainer
+
+    values = compose("train", args.config, list(args.overrides))
+    if args.data:
+        values["data"]["train"] = [str(p) for p in args.data]
+    if args.synthetic:
+        values["data"]["synthetic"] = [str(p) for p in args.synthetic]
+    if args.source:
+        values["data"]["sources"] = [parse_source(text) for text in args.source]
+    if args.alpha_target is not None:
+        values["mixer"]["alpha_target"] = args.alpha_target
+    if args.r_sdft is not None:
+        r, ratios = _weight_ratios(args.r_sdft)
+        if r is not None:
+            values["mixer"]["r_sdft"] = r
+        values["mixer"]["weight_ratios"] = {**values["mixer"]["weight_ratios"], **ratios}
+    if args.val:
+        values["data"]["val"] = [str(p) for p in args.val]
+    for key, value in (("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed)):
+        if value is not None:
+            values[key] = value
+    if args.model:
+        values["model"]["name"] = args.model
+    if args.teacher:
+        if args.teacher == "cached":
+            values["teacher"]["mode"] = "cached"
+        else:
+            values["teacher"].update(mode="online", spec=args.teacher)
+    if args.kd:
+        try:
+            values["kd"]["losses"] = _parse_kd(args.kd)
+        except ValueError:
+            raise AugkdError(f"--kd {args.kd!r}: write name:lambda pairs, e.g. n2n:100,vanilla1:1") from None
+    if args.lr is not None:
+        values["optim"]["lr"] = args.lr
+    trainer = Trainer(TrainConfig.from_dict(values), args.out)
+    result = trainer.fit(progress=not args.quiet)
+    print(json.dumps({"run": str(args.out), **result}))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from augkd.train.evaluate import evaluate_checkpoints
+
+    print(evaluate_checkpoints(args.checkpoints, args.data, args.batch_size, args.compare, args.json))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from augkd.train.analysis import plot_run
+
+    for path in plot_run(args.run_dir, args.data):
+        print(path)
+    return 0
+
+
+def _analyze_cka(args: argparse.Namespace) -> int:
+    from augkd.train.analysis import analyze_cka
+
+    print(analyze_cka(args.model_a, args.model_b, args.data, args.out))
+    print(f"heat map: {args.out}")
+    return 0
+
+
+
+def register(commands) -> None:
+    train = commands.add_parser("train", help="train a student (baseline or KD)")
+    train.add_argument("--data", nargs="+", type=Path,
+                       help="training dataset directories (one source per origin their manifests record)")
+    train.add_argument("--synthetic", nargs="+", type=Path, help="a second source, origin 'synthetic'")
+    train.add_argument("--source", action="append", metavar="[ORIGIN=]DIR[:ALPHA]",
+                       help="one source of the mixture (repeat for N sources), e.g. rattle=data/rattle:0.2")
+    train.add_argument("--alpha-target", type=float,
+                       help="share of draws from the non-dft source (two sources; default: by size)")
+    train.add_argument("--r-sdft", metavar="R|ORIGIN=R,...",
+                       help="loss-weight ratio to dft samples of the other origins (default 1: unweighted)")
+    train.add_argument("--val", nargs="+", type=Path, help="validation dataset directories")
+    train.add_argument("--out", required=True, type=Path, help="run directory (resumed if it holds a run)")
+    train.add_argument("--config", default="default", help="configs/train/<name>.yaml")
+    train.add_argument("--model", help="schnet, painn, painn-small, gemnet-oc, gemnet-oc-small, schnet-tiny, painn-tiny, "
+                       "gemnet-oc-tiny")
+    train.add_argument("--teacher", help="'cached' (outputs from `augkd label`) or an online teacher spec")
+    train.add_argument("--kd", help="KD losses name:lambda, e.g. n2n:100,vanilla1:1 (lambda 'auto' allowed)")
+    train.add_argument("--steps", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--quiet", action="store_true")
+    train.add_argument("overrides", nargs="*", help="hydra-style overrides, e.g. optim.scheduler=exponential")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="energy/force MAE, force cos, EFwT of model checkpoints")
+    evaluate.add_argument("checkpoints", nargs="+", help="model checkpoints, or NAME=PATH pairs")
+    evaluate.add_argument("--data", required=True, nargs="+", type=Path)
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--compare", nargs=2, metavar=("STUDENT", "TEACHER"),
+                          help="print the paper-style table with gap closed between these two names")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(run=_evaluate)
+
+    plot = commands.add_parser("plot", help="learning curves (and parity plots with --data) of a training run")
+    plot.add_argument("run_dir", type=Path, metavar="RUN")
+    plot.add_argument("--data", nargs="+", type=Path, help="dataset for parity plots of the best checkpoint")
+    plot.set_defaults(run=_plot)
+
+    analyze = commands.add_parser("analyze", help="model analyses")
+    analyses = analyze.add_subparsers(dest="analysis", required=True)
+    cka = analyses.add_parser("cka", help="linear CKA between the layers of two models over the same atoms")
+    cka.add_argument("model_a", type=Path)
+    cka.add_argument("model_b", type=Path)
+    cka.add_argument("--data", required=True, nargs="+", type=Path)
+    cka.add_argument("--out", type=Path, default=Path("cka.png"), help="PNG heat map")
+    cka.set_defaults(run=_analyze_cka)
+
