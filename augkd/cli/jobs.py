@@ -111,9 +111,9 @@ def _jitter_job(args: argparse.Namespace):
 
 
 def _existing_dataset(path: Path) -> Path:
-    from augkd.io.dataset import load_manifest
+    from augkd.io.dataset import shard_paths
 
-    load_manifest(path)  # one-line error for a directory that is not a finished dataset
+    shard_paths(path)  # one-line error for anything but a finished, undamaged dataset, before anything is written
     return path.resolve()
 
 

@@ -37,6 +37,7 @@ from ase.io.jsonio import create_ndarray, intkey, numpyfy, object_hook
 from ase.io.jsonio import decode as ase_decode
 from ase.io.jsonio import encode as ase_encode
 
+from augkd.errors import AugkdError
 from augkd.records import LabelledFrame
 
 #: zlib level of the row values. Level 1 is ~2x faster than the default 6 on these rows for ~3% more bytes (and no
@@ -184,12 +185,39 @@ def _plain(obj: Any) -> Any:
 # -- reading ---------------------------------------------------------------------------------------------------------
 
 
+class DamagedShardError(AugkdError):
+    """A shard that cannot be read as it should: named in one line that says what to run."""
+
+    def __init__(self, path: str | Path, reason: str):
+        path = Path(path)
+        dataset = path.parent.parent if path.parent.name == "shards" else path
+        super().__init__(f"{path} is damaged ({reason}): run augkd verify {dataset}")
+
+
+class MissingShardError(DamagedShardError, FileNotFoundError):
+    """A shard file that is not there."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path, "missing")
+
+
+# what LMDB, zlib, the JSON decoders and a row without labels raise on bytes that are not a sound shard
+_DAMAGE = (lmdb.Error, zlib.error, ValueError, KeyError, TypeError, UnicodeDecodeError, IndexError)
+
+
+def _damage_reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'unreadable'}"
+
+
 def _open_readonly(path: str | Path) -> lmdb.Environment:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such aselmdb file")
-    # as the backend opens it read-only
-    return lmdb.open(str(path), subdir=False, readonly=True, lock=False, meminit=False, readahead=True)
+        raise MissingShardError(path)
+    # as the backend opens it read-only, and without a lock file: readers never leave anything beside a shard
+    try:
+        return lmdb.open(str(path), subdir=False, readonly=True, lock=False, meminit=False, readahead=True)
+    except lmdb.Error as error:
+        raise DamagedShardError(path, _damage_reason(error)) from None
 
 
 def _row_ids(txn: lmdb.Transaction) -> list[int]:
@@ -204,17 +232,31 @@ def _row_ids(txn: lmdb.Transaction) -> list[int]:
 
 
 def read_aselmdb(path: str | Path) -> Iterator[LabelledFrame]:
-    """The rows of one shard, in id (= write) order; also reads files written by plain ASE."""
+    """The rows of one shard, in id (= write) order; also reads files written by plain ASE.
+
+    Bytes that are not a sound shard raise ``DamagedShardError`` naming the file.
+    """
     env = _open_readonly(path)
     try:
         with env.begin(buffers=True) as txn:
-            for row_id in _row_ids(txn):
-                raw = txn.get(str(row_id).encode("ascii"))
-                if raw is None:
-                    raise KeyError(f"Id {row_id} missing from {path}")
-                yield _frame(_decode_row(zlib.decompress(raw)), row_id, path)
+            try:
+                row_ids = _row_ids(txn)
+            except _DAMAGE as error:
+                raise DamagedShardError(path, _damage_reason(error)) from None
+            for row_id in row_ids:
+                yield _read_row(txn, row_id, path)
     finally:
         env.close()
+
+
+def _read_row(txn: lmdb.Transaction, row_id: int, path: str | Path) -> LabelledFrame:
+    try:
+        raw = txn.get(str(row_id).encode("ascii"))
+        if raw is None:
+            raise KeyError(f"row {row_id} missing")
+        return _frame(_decode_row(zlib.decompress(raw)), row_id, path)
+    except _DAMAGE as error:
+        raise DamagedShardError(path, _damage_reason(error)) from None
 
 
 def count_aselmdb(path: str | Path) -> int:
@@ -222,6 +264,8 @@ def count_aselmdb(path: str | Path) -> int:
     try:
         with env.begin() as txn:
             return len(_row_ids(txn))
+    except _DAMAGE as error:
+        raise DamagedShardError(path, _damage_reason(error)) from None
     finally:
         env.close()
 
@@ -317,6 +361,8 @@ class AselmdbReader:
         try:
             with env.begin() as txn:
                 self._ids = _row_ids(txn)
+        except _DAMAGE as error:
+            raise DamagedShardError(self.path, _damage_reason(error)) from None
         finally:
             env.close()
 
@@ -327,12 +373,8 @@ class AselmdbReader:
         if self._env is None or self._pid != os.getpid():  # an LMDB handle must not cross a fork
             self._env = _open_readonly(self.path)
             self._pid = os.getpid()
-        row_id = self._ids[index]
         with self._env.begin(buffers=True) as txn:
-            raw = txn.get(str(row_id).encode("ascii"))
-            if raw is None:
-                raise KeyError(f"Id {row_id} missing from {self.path}")
-            return _frame(_decode_row(zlib.decompress(raw)), row_id, self.path)
+            return _read_row(txn, self._ids[index], self.path)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_env": None, "_pid": -1}

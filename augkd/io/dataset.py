@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator
 
 from augkd import __version__
 from augkd.errors import AugkdError
-from augkd.io.aselmdb import count_aselmdb, read_aselmdb, remove_lmdb, write_aselmdb
+from augkd.io.aselmdb import DamagedShardError, MissingShardError, count_aselmdb, read_aselmdb, remove_lmdb, write_aselmdb
 from augkd.records import LabelledFrame
 from augkd.teachers.interface import sha256_file
 
@@ -67,9 +67,11 @@ class ShardRecord:
     sha256: str
     rows: int
     stats: dict[str, Any]
+    bytes: int | None = None  # file size; absent in datasets written before it was recorded
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "file": self.file, "sha256": self.sha256, "rows": self.rows, **self.stats}
+        size = {} if self.bytes is None else {"bytes": self.bytes}
+        return {"index": self.index, "file": self.file, "sha256": self.sha256, "rows": self.rows, **size, **self.stats}
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
@@ -140,8 +142,8 @@ class DatasetWriter:
             return None
         if sha256_file(shard) != record.get("sha256"):
             return None
-        stats = {k: v for k, v in record.items() if k not in ("index", "file", "sha256", "rows")}
-        return ShardRecord(index, record["file"], record["sha256"], record["rows"], stats)
+        stats = {k: v for k, v in record.items() if k not in ("index", "file", "sha256", "rows", "bytes")}
+        return ShardRecord(index, record["file"], record["sha256"], record["rows"], stats, record.get("bytes"))
 
     def missing_shards(self, count: int) -> list[int]:
         return [i for i in range(count) if self.complete_shard(i) is None]
@@ -156,6 +158,7 @@ class DatasetWriter:
             rows = write_aselmdb(tmp, frames)
             _fsync_file(tmp)
             digest = sha256_file(tmp)
+            size = tmp.stat().st_size
             try:
                 os.link(tmp, final)  # the commit: fails if another attempt committed first
             except FileExistsError:
@@ -165,7 +168,7 @@ class DatasetWriter:
                 os.replace(tmp, final)  # a leftover of an attempt that died before its sidecar
         finally:
             remove_lmdb(tmp)
-        record = ShardRecord(index, f"shards/{shard_name(index)}", digest, rows, stats)
+        record = ShardRecord(index, f"shards/{shard_name(index)}", digest, rows, stats, size)
         write_json_atomic(self.index_dir / f"shard-{index:05d}.json", record.to_dict())
         return record
 
@@ -206,30 +209,69 @@ def _totals(records: list[ShardRecord]) -> dict[str, Any]:
 
 
 # -- reading ---------------------------------------------------------------------------------------------------
+def not_a_dataset(path: str | Path) -> DatasetError:
+    return DatasetError(f"{path} is not an augkd dataset; run: augkd import {path} --out DIR")
+
+
 def load_manifest(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path} does not exist")
     manifest = path / MANIFEST
     if not manifest.is_file():
         if (path / PLAN).is_file():
             raise DatasetError(f"{path} is incomplete (no {MANIFEST}); rerun the command that made it")
-        raise DatasetError(f"{path} is not an augkd dataset (no {MANIFEST})")
+        raise not_a_dataset(path)
     try:
         return json.loads(manifest.read_text())
     except ValueError as exc:
         raise DatasetError(f"{manifest} is not valid JSON ({exc})") from None
 
 
+# (path, size, mtime_ns) → sha256 of the shards this process has checked: a shard is hashed once per process
+_checked: dict[tuple[str, int, int], str] = {}
+
+
+def checked_shard(dataset: Path, record: dict[str, Any]) -> Path:
+    """The shard file of a manifest ``record``, after its size and checksum have been compared with the manifest.
+
+    Reading a truncated LMDB through its memory map kills the process (SIGBUS), and a flipped bit surfaces as a zlib
+    or JSON error deep in a reader; both are caught here, before any reader maps the file.
+    """
+    file = dataset / record["file"]
+    try:
+        stat = file.stat()
+    except FileNotFoundError:
+        raise MissingShardError(file) from None
+    expected = record.get("bytes")
+    if expected is not None and stat.st_size != expected:
+        raise DamagedShardError(file, f"size {stat.st_size}, manifest {expected}")
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _checked:
+        _checked[key] = sha256_file(file)
+    if _checked[key] != record["sha256"]:
+        reason = "checksum differs from the manifest"
+        if expected is None:
+            reason = f"size {stat.st_size}, {reason}"
+        raise DamagedShardError(file, reason)
+    return file
+
+
 def shard_paths(path: str | Path) -> list[Path]:
-    """The shard files of a dataset directory (from its manifest), or the file itself."""
+    """The shard files of a dataset directory (each checked against its manifest), or a single ``.aselmdb`` file."""
     path = Path(path)
     if path.is_file():
+        try:
+            count_aselmdb(path)
+        except DamagedShardError:
+            raise not_a_dataset(path) from None
         return [path]
     manifest = load_manifest(path)
-    return [path / shard["file"] for shard in manifest["shards"]]
+    return [checked_shard(path, shard) for shard in manifest["shards"]]
 
 
 def read_frames(path: str | Path) -> Iterator[LabelledFrame]:
-    """Every row of a dataset directory (shard order) or of one shard file."""
+    """Every row of a dataset directory (shard order) or of one shard file; every shard is checked first."""
     for shard in shard_paths(path):
         yield from read_aselmdb(shard)
 
@@ -266,6 +308,8 @@ def verify_dataset(path: str | Path) -> list[VerifyProblem]:
             problems.append(VerifyProblem(shard["file"], f"{rows} rows, manifest says {shard['rows']}"))
     shards_dir = path / "shards"
     if shards_dir.is_dir():
-        for extra in sorted(p.name for p in shards_dir.iterdir() if p.name not in listed):
+        # lmdb's `-lock` files are left by readers such as ase.db.connect; they hold no data
+        unlisted = (p.name for p in shards_dir.iterdir() if p.name not in listed and not p.name.endswith("-lock"))
+        for extra in sorted(unlisted):
             problems.append(VerifyProblem(f"shards/{extra}", "not listed in the manifest"))
     return problems
