@@ -33,10 +33,16 @@ def resolve_threads(requested: int | None = None, processes: int = 1) -> int:
 
 
 def set_threads(requested: int | None = None, processes: int = 1) -> int:
-    """Set torch's intra-op threads for this process (see ``resolve_threads``); returns the number set."""
+    """Set torch's intra-op threads for this process; returns the number in force.
+
+    ``requested`` is set as it is. Without it the process keeps its count unless that exceeds the CPUs granted to
+    it (shared by ``processes``): a default never raises a count that somebody lowered on purpose.
+    """
     import torch
 
     threads = resolve_threads(requested, processes)
+    if requested is None:
+        threads = min(threads, torch.get_num_threads())
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads

@@ -22,7 +22,10 @@ DESCRIPTION = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from augkd import __version__
+
     parser = argparse.ArgumentParser(prog="augkd", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"augkd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"augkd.cli.{name}").register(commands)
@@ -39,12 +42,27 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = list(args.overrides) + extra
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return status
     except AugkdError as exc:
         print(f"augkd: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `augkd info DIR | head`: the reader left, nothing more to say
+        _silence_stdout()
+        return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's exit-time flush of a closed pipe raises nothing."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def __getattr__(name: str):

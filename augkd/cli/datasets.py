@@ -45,18 +45,19 @@ def _convert(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     info = commands.add_parser("info", help="what a dataset holds, or a training run's sources, epochs and scores")
-    info.add_argument("path", type=Path)
-    info.add_argument("--json", action="store_true")
+    info.add_argument("path", type=Path, help="dataset directory, or a training run directory")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(run=_info)
 
     verify = commands.add_parser("verify", help="check checksums, readability and row counts of a dataset")
-    verify.add_argument("path", type=Path)
+    verify.add_argument("path", type=Path, help="dataset directory")
     verify.set_defaults(run=_verify)
 
     convert = commands.add_parser("convert", help="convert between augkd datasets and legacy OCP v1 LMDBs")
     convert.add_argument("source", type=Path, help="augkd dataset directory, or OCP .lmdb file/folder")
-    convert.add_argument("--to", required=True, choices=("ocp-lmdb", "aselmdb"))
-    convert.add_argument("--out", required=True, type=Path)
+    convert.add_argument("--to", required=True, choices=("ocp-lmdb", "aselmdb"),
+                         help="ocp-lmdb: OCP v1 LMDB files; aselmdb: an augkd dataset")
+    convert.add_argument("--out", required=True, type=Path, help="output file or directory (must not exist)")
     convert.add_argument("--origin", help="origin of rows that do not carry one (default: dft)")
     convert.set_defaults(run=_convert)
 

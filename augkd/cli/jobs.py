@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from augkd.cli.common import add_threads_argument
 from augkd.errors import AugkdError
+from augkd.vocabulary import teacher_help
 
 def _teacher_kwargs(text: str) -> dict:
     """``--teacher-kwargs``: a JSON object, or a one-line error."""
@@ -72,7 +74,7 @@ def _generate_job(args: argparse.Namespace):
     workers = values.pop("workers", 1)
     config = GenerateConfig.from_dict(values)
     note = config.relaxer_choice.note
-    if note and not args.quiet:
+    if note and not getattr(args, "quiet", False):
         print(f"augkd: {note}", file=sys.stderr)
     return GenerateJob(config, device=_device(args)), workers
 
@@ -132,7 +134,8 @@ def _recipe_argv(add_recipe, args: argparse.Namespace) -> list[str]:
 def _task_argv(args: argparse.Namespace, command: str) -> list[str]:
     add_recipe = JOBS[command][0]
     device = ["--device", args.device] if getattr(args, "device", None) else []
-    return [command, *_recipe_argv(add_recipe, args), "--out", str(args.out.resolve()), *device, "--quiet"]
+    threads = ["--threads", str(args.threads)] if getattr(args, "threads", None) else []
+    return [command, *_recipe_argv(add_recipe, args), "--out", str(args.out.resolve()), *device, *threads, "--quiet"]
 
 
 def _run_job(args: argparse.Namespace) -> int:
@@ -142,7 +145,7 @@ def _run_job(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None or args.executor == "dask" else default_workers
     request = ExecutionRequest(
         executor=args.executor, workers=workers, scheduler=args.scheduler, cluster=args.cluster,
-        shard_index=args.shard_index, resume=args.resume, progress=not args.quiet,
+        shard_index=args.shard_index, resume=args.resume, progress=not args.quiet, threads=args.threads,
     )
     done = execute(job, args.out, request, task_argv=_task_argv(args, args.command))
     if "shard" in done:
@@ -209,9 +212,9 @@ def _add_generate_recipe(gen: argparse.ArgumentParser) -> list[argparse.Action]:
     return [
         gen.add_argument("kind", help="dataset recipe: a config in configs/generate/ (d1M)"),
         gen.add_argument("--systems", type=int, help="number of adsorbate–slab systems"),
-        gen.add_argument("--teacher", help="chgnet[:version] (default), sevennet[:model], emt, ase:<module.Class>"),
-        gen.add_argument("--teacher-kwargs", help="JSON object of keyword arguments for an ase: teacher"),
-        gen.add_argument("--seed", type=int),
+        gen.add_argument("--teacher", help=teacher_help("labelling and relaxing teacher: ")),
+        gen.add_argument("--teacher-kwargs", help=TEACHER_KWARGS_HELP),
+        gen.add_argument("--seed", type=int, help="seed of the system sampler and frame selection (default 0)"),
         gen.add_argument("--shards", type=int, help="units of work (default: one per 200 systems)"),
         gen.add_argument("--frames-fraction", type=float, help="probability of keeping each frame (default 0.1)"),
         gen.add_argument("--keep-final", action="store_true", help="always keep the final frame of each trajectory"),
@@ -231,10 +234,12 @@ def _add_generate_recipe(gen: argparse.ArgumentParser) -> list[argparse.Action]:
 def _add_label_recipe(label: argparse.ArgumentParser) -> list[argparse.Action]:
     return [
         label.add_argument("source", type=Path, help="augkd dataset to label"),
-        label.add_argument("--teacher", required=True),
-        label.add_argument("--teacher-kwargs"),
-        label.add_argument("--features", help="comma list: atom_energy,node,vector,..."),
-        label.add_argument("--feature-dtype", default="float16", choices=("float16", "float32")),
+        label.add_argument("--teacher", required=True, help=teacher_help("teacher whose outputs to cache: ")),
+        label.add_argument("--teacher-kwargs", help=TEACHER_KWARGS_HELP),
+        label.add_argument("--features", help="teacher outputs to cache besides energy and forces, comma list: "
+                           "atom_energy,node,vector,edge,... (what the KD losses read)"),
+        label.add_argument("--feature-dtype", default="float16", choices=("float16", "float32"),
+                           help="storage type of cached features (default float16)"),
     ]
 
 
@@ -243,16 +248,17 @@ def _add_jitter_recipe(jitter: argparse.ArgumentParser) -> list[argparse.Action]
         jitter.add_argument("--in", dest="source", required=True, type=Path, help="augkd dataset to displace"),
         jitter.add_argument("--norm", required=True, type=float, help="displacement of every free atom, Å"),
         jitter.add_argument("--mode", default="rattle", help="rattle (random directions) or adversarial"),
-        jitter.add_argument("--teacher", help="labelling teacher (default chgnet); attacked when differentiable"),
-        jitter.add_argument("--teacher-kwargs"),
+        jitter.add_argument("--teacher", help=teacher_help("labelling teacher, attacked when differentiable: ")),
+        jitter.add_argument("--teacher-kwargs", help=TEACHER_KWARGS_HELP),
         jitter.add_argument("--student", help="adversarial: student checkpoint whose error to the teacher grows"),
         jitter.add_argument("--copies", type=int, help="displaced copies per input row (default 1)"),
-        jitter.add_argument("--seed", type=int),
+        jitter.add_argument("--seed", type=int, help="seed of the displacements (default 0)"),
         jitter.add_argument("--steps", type=int, help="adversarial: projected ascent steps (default 1)"),
         jitter.add_argument("--step-size", type=float, help="adversarial: ascent step, Å (default: --norm)"),
         jitter.add_argument("--attack-loss", help="adversarial: forces (default), vanilla1 or vanilla2"),
         jitter.add_argument("--features", help="teacher outputs to cache as `augkd label` does: atom_energy,node,..."),
-        jitter.add_argument("--feature-dtype", choices=("float16", "float32")),
+        jitter.add_argument("--feature-dtype", choices=("float16", "float32"),
+                            help="storage type of cached features (default float16)"),
         jitter.add_argument("--all-atoms-free", action="store_true",
                             help="let every atom of rows without tags or FixAtoms move (else they are refused)"),
         jitter.add_argument("--force-large-norm", action="store_true", help="allow --norm above 1 Å"),
@@ -275,6 +281,7 @@ def _add_execution_arguments(parser: argparse.ArgumentParser) -> None:
                         "or a yaml file with a dask_cluster section")
     parser.add_argument("--shard-index", type=int, help="write only this shard, no manifest (a SLURM array task)")
     parser.add_argument("--resume", action="store_true", help="only finish the dataset already in --out")
+    add_threads_argument(parser)
 
 
 def _add_array_arguments(submit: argparse.ArgumentParser) -> None:
@@ -288,7 +295,7 @@ def _add_array_arguments(submit: argparse.ArgumentParser) -> None:
     submit.add_argument("--template", help="sbatch template with {{array}}, {{augkd}}, {{args}}")
     submit.add_argument("--augkd", help="command that runs augkd in a task (default: this Python)")
     submit.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
-    submit.add_argument("--quiet", action="store_true", help="accepted as in the job's command (tasks never show progress)")
+    add_threads_argument(submit, "torch threads per task (default: the task's --cpus-per-task)")
 
 
 # command → (adds the flags that decide what the job makes, builds the job and its default worker count)
@@ -303,6 +310,7 @@ JOB_HELP = {
     "jitter": "teacher-labelled rattled or adversarial copies of a dataset's rows",
 }
 OVERRIDES_HELP = "hydra-style overrides, e.g. filters.max_abs_force=30"
+TEACHER_KWARGS_HELP = "JSON object of keyword arguments for the teacher (ase: and fairchem: teachers)"
 
 
 
@@ -327,15 +335,15 @@ def register(commands) -> None:
             submit_job.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
         submit_job.set_defaults(run=_slurm_submit)
     status = slurm_commands.add_parser("status", help="per-shard state: complete/missing, plus SLURM's view")
-    status.add_argument("path", type=Path)
-    status.add_argument("--json", action="store_true")
+    status.add_argument("path", type=Path, help="dataset directory of the submitted job")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(run=_slurm_status)
     again = slurm_commands.add_parser("resubmit", help="submit an array over the missing shards only")
-    again.add_argument("path", type=Path)
+    again.add_argument("path", type=Path, help="dataset directory of the submitted job")
     again.add_argument("--parallel", type=int, help="tasks at once (default: as submitted)")
     again.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
     again.set_defaults(run=_slurm_resubmit)
 
     merge = commands.add_parser("merge", help="verify every shard of a dataset and write its manifest")
-    merge.add_argument("path", type=Path)
+    merge.add_argument("path", type=Path, help="dataset directory whose shards SLURM array tasks wrote")
     merge.set_defaults(run=_merge)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from augkd.errors import AugkdError, ConfigError
 from augkd.io.dataset import PLAN, DatasetError, DatasetWriter
+from augkd.threads import resolve_threads
 
 from augkd.distributed.jobs import ShardJob
 from augkd.distributed.local import open_dataset, write_shard_of
@@ -178,8 +179,12 @@ def run_dask(
     resume: bool = False,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     on_shard_done: Callable[[Any, int, dict], None] | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run every missing shard of ``job`` into ``out`` as Dask tasks and write the manifest; returns it.
+
+    ``threads``: torch threads in each worker (default: a local cluster's workers share this machine's CPUs; a
+    remote worker uses what its host granted it).
 
     ``on_shard_done(client, index, record)`` is called as each shard lands (tests use it to kill a worker).
     """
@@ -204,10 +209,12 @@ def run_dask(
     with _client(scheduler, cluster, workers, cluster_options, connect_timeout) as (client, gpu):
         writer, plan, missing = open_dataset(job, out, resume)
         resources = {"GPU": 1} if gpu else None
+        if threads is None and scheduler is None and cluster in (None, "local"):
+            threads = resolve_threads(None, len(client.scheduler_info().get("workers", {})) or 1)
         futures = [
             client.submit(
-                write_shard_of, job, out, plan, index, None, key=f"shard-{index}", pure=False, retries=retries,
-                resources=resources,
+                write_shard_of, job, out, plan, index, None, threads, key=f"shard-{index}", pure=False,
+                retries=retries, resources=resources,
             )
             for index in missing
         ]

@@ -25,6 +25,7 @@ class ExecutionRequest:
     shard_index: int | None = None  # write this one shard only, no manifest (what a SLURM array task runs)
     resume: bool = False  # refuse to start a new dataset: only finish the one in --out
     progress: bool = True
+    threads: int | None = None  # torch threads per computing process (default: augkd.threads decides)
 
 
 def distributed_config(name_or_file: str = "slurm") -> dict[str, Any]:
@@ -59,12 +60,12 @@ def execute(job: ShardJob, out: str | Path, request: ExecutionRequest,
     if request.shard_index is not None:
         from augkd.distributed.local import write_one_shard
 
-        return {"shard": write_one_shard(job, out, request.shard_index)}
+        return {"shard": write_one_shard(job, out, request.shard_index, request.threads)}
     if request.executor == "local":
         from augkd.distributed.local import run_local
 
         workers = request.workers if request.workers is not None else 1
-        return {"manifest": run_local(job, out, workers, request.progress, request.resume)}
+        return {"manifest": run_local(job, out, workers, request.progress, request.resume, request.threads)}
     if request.executor == "dask":
         from augkd.distributed.dask_executor import run_dask
 
@@ -74,7 +75,7 @@ def execute(job: ShardJob, out: str | Path, request: ExecutionRequest,
             cluster = "slurm"
         manifest = run_dask(
             job, out, scheduler=request.scheduler, cluster=cluster, workers=request.workers,
-            cluster_options=options, progress=request.progress, resume=request.resume,
+            cluster_options=options, progress=request.progress, resume=request.resume, threads=request.threads,
         )
         return {"manifest": manifest}
     from augkd.distributed.slurm_array import ArrayOptions, submit_array

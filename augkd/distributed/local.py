@@ -8,7 +8,6 @@ same command after a crash finishes only what is missing. Every executor shares 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -18,14 +17,20 @@ from typing import Any, Callable
 from augkd.errors import ConfigError
 from augkd.io.dataset import PLAN, DatasetError, DatasetWriter
 from augkd.teachers import resolve_device
+from augkd.threads import resolve_threads, set_threads
 
 from augkd.distributed.jobs import ShardJob
 
 
-def write_shard_of(job: ShardJob, out: str, plan: dict, index: int, progress: Callable | None) -> dict:
-    """Run shard ``index`` of ``job`` and commit it; an attempt that finds it already landed leaves it as it is."""
+def write_shard_of(job: ShardJob, out: str, plan: dict, index: int, progress: Callable | None,
+                   threads: int | None = None) -> dict:
+    """Run shard ``index`` of ``job`` and commit it; an attempt that finds it already landed leaves it as it is.
+
+    ``threads``: torch threads of the process that computes (None: what this host granted it, see augkd.threads).
+    """
     from threadpoolctl import threadpool_limits
 
+    set_threads(threads)
     landed = DatasetWriter(out, plan).complete_shard(index)
     if landed is not None:
         return landed.to_dict()
@@ -37,14 +42,8 @@ def write_shard_of(job: ShardJob, out: str, plan: dict, index: int, progress: Ca
     return DatasetWriter(out, plan).write_shard(index, result.frames, result.stats).to_dict()
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)  # workers share the cores instead of each assuming it has them all
-
-
-def _worker_task(job: ShardJob, out: str, plan: dict, index: int, queue) -> dict:
-    return write_shard_of(job, out, plan, index, lambda units, rows: queue.put((units, rows)))
+def _worker_task(job: ShardJob, out: str, plan: dict, index: int, queue, threads: int) -> dict:
+    return write_shard_of(job, out, plan, index, lambda units, rows: queue.put((units, rows)), threads)
 
 
 def open_dataset(job: ShardJob, out: str | Path, resume: bool = False) -> tuple[DatasetWriter, dict, list[int]]:
@@ -70,7 +69,7 @@ def check_shard_index(job: ShardJob, index: int) -> None:
         raise ConfigError(f"--shard-index {index} is outside 0..{job.shard_count - 1} ({job.shard_count} shards)")
 
 
-def write_one_shard(job: ShardJob, out: str | Path, shard_index: int) -> dict[str, Any]:
+def write_one_shard(job: ShardJob, out: str | Path, shard_index: int, threads: int | None = None) -> dict[str, Any]:
     """Single-shard mode (one SLURM array task): write shard ``shard_index`` only; the manifest is ``merge``'s job.
 
     Returns the shard's record; a shard that is already complete is left as it is.
@@ -78,15 +77,21 @@ def write_one_shard(job: ShardJob, out: str | Path, shard_index: int) -> dict[st
     check_shard_index(job, shard_index)
     resolve_device(job.device)  # the shard runs here: refuse a device this process lacks before writing anything
     _, plan, _ = open_dataset(job, out)
-    return write_shard_of(job, str(out), plan, shard_index, None)
+    return write_shard_of(job, str(out), plan, shard_index, None, threads)
 
 
 def run_local(
-    job: ShardJob, out: str | Path, workers: int = 1, progress: bool = True, resume: bool = False
+    job: ShardJob, out: str | Path, workers: int = 1, progress: bool = True, resume: bool = False,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Run every missing shard of ``job`` into ``out`` and write the manifest; returns the manifest."""
+    """Run every missing shard of ``job`` into ``out`` and write the manifest; returns the manifest.
+
+    ``threads``: torch threads per process (default: the CPUs granted to this process shared by the workers).
+    """
     if workers < 1:
         raise ConfigError(f"--workers {workers} must be >= 1")
+    if workers > 1 or threads is not None:
+        threads = resolve_threads(threads, workers)
     out = str(out)
     # Everything that can reject the request does so before anything is written.
     resolve_device(job.device)  # shards run here or in child processes, which see the same devices
@@ -104,15 +109,14 @@ def run_local(
     started = time.time()
     if workers == 1 or len(missing) <= 1:
         for index in missing:
-            write_shard_of(job, out, plan, index, advance)
+            write_shard_of(job, out, plan, index, advance, threads)
     else:
         context = multiprocessing.get_context("spawn")  # torch and fork do not mix
         with context.Manager() as manager, ProcessPoolExecutor(
-            min(workers, len(missing)), mp_context=context, initializer=_init_worker,
-            initargs=(max(1, (os.cpu_count() or 1) // workers),),
+            min(workers, len(missing)), mp_context=context,
         ) as pool:
             queue = manager.Queue()
-            futures = [pool.submit(_worker_task, job, out, plan, i, queue) for i in missing]
+            futures = [pool.submit(_worker_task, job, out, plan, i, queue, threads) for i in missing]
             pending = set(futures)
             while pending:
                 while not queue.empty():

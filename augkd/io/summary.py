@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from augkd.io.arrays import decode_array, is_encoded_array
 from augkd.io.dataset import load_manifest, read_frames
 
 
@@ -18,7 +19,10 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
     elements: Counter[str] = Counter()
     systems: set[str] = set()
     energy_per_atom, max_force, atoms_per_row = [], [], []
+    cached: dict[str, str] = {}
     for frame in read_frames(path):
+        if not cached:
+            cached = _cached_outputs(frame.data)
         origins[str(frame.data.get("origin", "unknown"))] += 1
         systems.add(str(frame.data.get("sid")))
         elements.update(frame.atoms.get_chemical_symbols())
@@ -30,7 +34,9 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
     return {
         "path": str(path),
         "kind": manifest.get("kind"),
-        "teacher": manifest.get("teacher", {}).get("name"),
+        "teacher": (manifest.get("teacher") or {}).get("name"),
+        "labelled_by": (manifest.get("labelled_by") or {}).get("name"),
+        "cached_outputs": cached,
         "rows": len(energy_per_atom),
         "systems_with_rows": len(systems),
         "systems_planned": manifest.get("systems"),
@@ -45,6 +51,19 @@ def dataset_info(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _cached_outputs(data: dict) -> dict[str, str]:
+    """Teacher outputs a row caches (``augkd label``/``jitter --features``): name → "dtype per-atom shape"."""
+    found = {}
+    arrays = {"energy": data.get("teacher_energy"), "forces": data.get("teacher_forces"),
+              "atom_energy": data.get("teacher_atom_energy"), **(data.get("teacher_features") or {})}
+    for name, value in arrays.items():
+        if value is None:
+            continue
+        array = decode_array(value) if is_encoded_array(value) else np.asarray(value)
+        found[name] = f"{array.dtype} {tuple(array.shape[1:])}" if array.ndim else str(array.dtype)
+    return found
+
+
 def _stats(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
@@ -54,6 +73,10 @@ def _stats(values: list[float]) -> dict[str, float] | None:
 
 def format_info(info: dict[str, Any]) -> str:
     lines = [f"{info['path']}: {info['kind']} by {info['teacher']}"]
+    if info.get("labelled_by"):
+        lines.append(f"  labelled by {info['labelled_by']}")
+    if info.get("cached_outputs"):
+        lines.append("  cached      " + ", ".join(f"{k} ({v})" for k, v in info["cached_outputs"].items()))
     lines.append(
         f"  rows {info['rows']} from {info['systems_with_rows']} of {info['systems_planned']} systems, "
         f"{info['shards']} shards"

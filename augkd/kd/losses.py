@@ -26,11 +26,11 @@ import torch
 
 from augkd.errors import ConfigError
 from augkd.models.interface import ModelOutput, match_edges
+from augkd.vocabulary import KD_LOSS_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from augkd.kd.heads import ProjectionHeads
 
-KD_LOSS_NAMES = ("vanilla1", "vanilla2", "n2n", "e2n", "v2v", "e2e")
 #: The loss that owns each projection head (and the student feature it maps).
 HEAD_LOSSES = {"n2n": "node", "e2n": "node", "v2v": "vector", "e2e": "edge"}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from augkd.errors import ConfigError
 from augkd.teachers.interface import CalculatorTeacher, Labels, Teacher, TeacherIdentity
+from augkd.vocabulary import teacher_help
 
 DEFAULT_TEACHER = "chgnet"
 
@@ -73,9 +74,7 @@ def load_teacher(spec: str = DEFAULT_TEACHER, kwargs: dict | None = None, device
         from augkd.teachers.sevennet import DEFAULT_MODEL, load_sevennet_teacher
 
         return load_sevennet_teacher(argument or DEFAULT_MODEL, device=device)
-    raise ConfigError(
-        f"unknown teacher '{spec}' (choose chgnet[:version], sevennet[:model], fairchem:<path>, emt or ase:<module.Class>)"
-    )
+    raise ConfigError(f"unknown teacher '{spec}' (choose {teacher_help()})")
 
 
 __all__ = ["CalculatorTeacher", "Labels", "Teacher", "TeacherIdentity", "load_teacher", "resolve_device", "DEFAULT_TEACHER"]

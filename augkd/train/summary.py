@@ -43,6 +43,8 @@ def run_info(path: str | Path) -> dict[str, Any]:
         "steps": config["steps"],
         "teacher": config["teacher"]["mode"],
         "kd": [term["name"] for term in config["kd"]["losses"]],
+        "kd_lambdas": {term["name"]: term["lambda"] for term in config["kd"]["losses"]}
+        | (config.get("resolved") or {}).get("kd_lambdas", {}),
         "mixture": mixture,
         "epochs": epochs,
         "val": {key: _number(value) for key, value in val[-1].items()} if val else None,
@@ -64,7 +66,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def format_run_info(info: dict[str, Any]) -> str:
-    kd = ", ".join(info["kd"]) or "none"
+    kd = ", ".join(f"{name} λ {_fmt(info['kd_lambdas'].get(name))}" for name in info["kd"]) or "none"
     title = (f"{info['path']}: training run of {info['model']}, step {info['step']}/{info['steps']} "
              f"(teacher {info['teacher']}, KD {kd})")
     lines = [title]

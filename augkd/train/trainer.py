@@ -15,6 +15,7 @@ import copy
 import csv
 import json
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -98,13 +99,20 @@ class TrainConfig:
         return cls(values)
 
 
-def distributed_context() -> tuple[int, int, torch.device]:
-    """(rank, world size, device) under ``torchrun`` (WORLD_SIZE/RANK/LOCAL_RANK set), else (0, 1, cuda:0 or cpu)."""
+def distributed_context(device: str | None = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, device) under ``torchrun`` (WORLD_SIZE/RANK/LOCAL_RANK set), else (0, 1, ``device``).
+
+    ``device``: auto (CUDA when visible), cpu, cuda or cuda:N; under torchrun a CUDA rank takes its local GPU.
+    """
     import os
+
+    from augkd.teachers import resolve_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(resolve_device(device))
+    if world > 1 and device.type == "cuda":
+        device = torch.device(f"cuda:{local}")
     if world > 1 and not torch.distributed.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -127,7 +135,7 @@ class Trainer:
         from augkd.train.jitter import online_jitter
 
         self.config = config
-        self.rank, self.world_size, self.device = distributed_context()
+        self.rank, self.world_size, self.device = distributed_context(config.values.get("device", "auto"))
         self.run_dir = Path(run_dir)
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
         torch.manual_seed(config["seed"])
@@ -144,7 +152,10 @@ class Trainer:
             self.student.fit_energy_normalizer(
                 self.normalizer.energy_per_atom_mean, self.normalizer.energy_per_atom_std, self.normalizer.force_scale
             )
-            if self.student.needs_data_fit:
+            init = config.values.get("init") or {}
+            if init.get("checkpoint"):
+                self._init_from(init["checkpoint"], keep_normalizer=bool(init.get("normalizer")))
+            elif self.student.needs_data_fit:
                 self._fit_student_to_data()
 
         self.teacher = None
@@ -199,6 +210,22 @@ class Trainer:
             self._restore(saved)
 
     # -- set-up helpers ----------------------------------------------------------------------------------------
+    def _init_from(self, path: str, keep_normalizer: bool) -> None:
+        """Fine-tuning: the weights of ``path`` (EMA weights of a run's last.pt); its normaliser only on request."""
+        from augkd.train.init import initial_weights
+
+        weights, normalizer = initial_weights(path, self.student)
+        fitted = {name: buffer.clone() for name, buffer in self.student.named_buffers()
+                  if name in ("energy_shift", "energy_scale", "force_scale")}
+        missing, unexpected = self.student.load_state_dict(weights, strict=False)
+        if unexpected:
+            raise ConfigError(f"--init-from {path}: weights {unexpected[:5]} do not fit model {self.student.name}")
+        if keep_normalizer and normalizer is not None:
+            self.normalizer = Normalizer(**normalizer)
+        else:  # the normaliser fitted on this run's data stands
+            for name, buffer in fitted.items():
+                self.student.get_buffer(name).copy_(buffer)
+
     def _fit_student_to_data(self) -> None:
         """A fresh student's data-fitted constants (GemNet-OC's scale factors) from the first training rows; a
         resumed run takes them from its checkpoint."""
@@ -267,8 +294,13 @@ class Trainer:
         }
 
     def _restore(self, saved: dict[str, Any]) -> None:
-        if saved["config"] != json.dumps(self.config.values, sort_keys=True):
-            raise ConfigError(f"{self.run_dir} holds a run with another config; use a new --out")
+        differences = resume_differences(json.loads(saved["config"]), self.config.values)
+        if differences:
+            raise ConfigError(f"{self.run_dir} holds a run with another config ({'; '.join(differences)}); "
+                              f"use a new --out")
+        if self.config["steps"] < int(saved["step"]):
+            raise ConfigError(f"{self.run_dir} is at step {saved['step']}: --steps {self.config['steps']} "
+                              f"cannot shorten it")
         self.student.load_state_dict(saved["student"])
         self.ema.load_state_dict(saved["ema"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -389,7 +421,8 @@ class Trainer:
             if targets is not None:
                 if self.kd.needs_calibration:
                     start = self.kd.parts(output, targets, info, self.heads, sample_weight=weights)
-                    self.kd.calibrate({k: float(v.detach()) for k, v in start.items()}, float(loss.detach()))
+                    lambdas = self.kd.calibrate({k: float(v.detach()) for k, v in start.items()}, float(loss.detach()))
+                    self._record_lambdas(lambdas)
                 kd_loss, kd_parts = self.kd(output, targets, info, self.heads, sample_weight=weights)
                 loss = loss + kd_loss
                 log.update({f"kd_{k}": v for k, v in kd_parts.items()})
@@ -413,6 +446,21 @@ class Trainer:
         self.step += 1
         log.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=self.optimizer.param_groups[0]["lr"])
         return log
+
+    def _record_lambdas(self, lambdas: dict[str, float]) -> None:
+        """The λ that ``auto`` chose: on stderr and in ``config.json`` (``resolved.kd_lambdas``)."""
+        if self.rank != 0:
+            return
+        print("augkd: KD λ chosen by auto: " + ", ".join(f"{k} {v:.4g}" for k, v in lambdas.items()), file=sys.stderr)
+        self._write_config(lambdas)
+
+    def _write_config(self, lambdas: dict[str, float] | None = None) -> None:
+        values = dict(self.config.values)
+        lambdas = lambdas if lambdas is not None else {k: v for k, v in self.kd.lambdas.items() if v is not None}
+        if lambdas:
+            values["resolved"] = {"kd_lambdas": lambdas}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(values, indent=1, sort_keys=True))
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -470,9 +518,10 @@ class Trainer:
 
         lead = self.rank == 0
         if lead:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(self.config.values, indent=1, sort_keys=True))
+            self._write_config()
             (self.run_dir / "mixture.json").write_text(json.dumps(self.mixture.to_dict(), indent=1))
+            if self.step:
+                print(f"augkd: resuming {self.run_dir} from step {self.step} of {self.config['steps']}", file=sys.stderr)
         logs = _Logs(self.run_dir) if lead else None
         total = self.config["steps"]
         end = total if stop_after is None else min(total, self.step + stop_after)
@@ -508,6 +557,25 @@ class Trainer:
         if self.world_size > 1:
             torch.distributed.barrier()  # the others wait until rank 0 has written everything
         return {"step": self.step, "best": self.best, "val": metrics}
+
+
+#: keys that may change between the runs of one directory: extending the schedule and moving to another device
+RESUMABLE_KEYS = ("steps", "device")
+
+
+def resume_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key (old → new)`` for every setting that differs, except those a resumed run may change."""
+    found = []
+    for key in sorted(set(saved) | set(current)):
+        dotted = f"{prefix}{key}"
+        if not prefix and key in RESUMABLE_KEYS:
+            continue
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += resume_differences(old, new, f"{dotted}.")
+        elif old != new:
+            found.append(f"{dotted} ({old!r} → {new!r})")
+    return found
 
 
 class _Logs:
