@@ -6,6 +6,7 @@ seeded with ``system_seed(master_seed, i)``, so any split of the work produces t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from ase import Atoms
 from augkd._fairchem import quiet_fairchem
 from augkd.errors import ConfigError
 from augkd.records import plain_atoms
+from augkd.safe_pickle import restricted_load
 from augkd.systems.bulks import BulkEntry, builtin_bulks, bulk_fingerprint, filter_bulks, load_bulks
 
 PLACEMENTS = ("random", "heuristic", "random_site_heuristic_placement")
@@ -61,8 +63,6 @@ def system_seed(master_seed: int, index: int) -> int:
 def _load_adsorbates() -> dict[int, tuple]:
     quiet_fairchem()
     from fairchem.data.oc.databases.pkls import ADSORBATE_PKL_PATH
-
-    from augkd.safe_pickle import restricted_load
 
     with open(ADSORBATE_PKL_PATH, "rb") as handle:
         return restricted_load(handle)
@@ -151,11 +151,14 @@ class SystemSampler:
         path = self._cache_dir / f"{key}.pkl"
         if path.exists():
             try:
-                with open(path, "rb") as handle:  # our own cache, written below
-                    parts = pickle.load(handle)
+                # the cache directory may be shared (a group folder on a cluster): whoever can write there must not
+                # run code in this job, so only allowlisted classes (ASE atoms, numpy arrays) are rebuilt
+                with open(path, "rb") as handle:
+                    parts = restricted_load(handle)
                 return [Slab(fairchem_bulk, *part) for part in parts]
-            except Exception:
-                path.unlink(missing_ok=True)  # a stale or foreign cache file: enumerate again
+            except Exception:  # a stale, foreign or planted cache file: enumerate again
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
         slabs = Slab.from_bulk_get_all_slabs(fairchem_bulk, max_miller=self.config.max_miller)
         if not slabs:
             raise ConfigError(f"bulk '{bulk.name}' yields no slab with Miller index ≤ {self.config.max_miller}")
