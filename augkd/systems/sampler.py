@@ -155,14 +155,16 @@ class SystemSampler:
                 # run code in this job, so only allowlisted classes (ASE atoms, numpy arrays) are rebuilt
                 with open(path, "rb") as handle:
                     parts = restricted_load(handle)
-                return [Slab(fairchem_bulk, *part) for part in parts]
+                return [Slab(fairchem_bulk, atoms, millers, shift, top, _bulk_from_plain(oriented))
+                        for atoms, millers, shift, top, oriented in parts]
             except Exception:  # a stale, foreign or planted cache file: enumerate again
                 with contextlib.suppress(OSError):
                     path.unlink(missing_ok=True)
         slabs = Slab.from_bulk_get_all_slabs(fairchem_bulk, max_miller=self.config.max_miller)
         if not slabs:
             raise ConfigError(f"bulk '{bulk.name}' yields no slab with Miller index ≤ {self.config.max_miller}")
-        parts = [(s.atoms, s.millers, s.shift, s.top, s.oriented_bulk) for s in slabs]
+        # plain ASE atoms (fairchem hands out pymatgen's MSONAtoms), so that the restricted loader can read them back
+        parts = [(_plain_ase(s.atoms), s.millers, s.shift, s.top, _plain_bulk(s.oriented_bulk)) for s in slabs]
         try:
             self._cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -172,3 +174,26 @@ class SystemSampler:
         except OSError:
             pass  # an unwritable cache only costs time
         return slabs
+
+
+def _plain_ase(atoms):
+    from ase import Atoms
+
+    plain = Atoms(atoms)  # the base class, with arrays, cell, pbc, constraints and info
+    plain.info = {k: v for k, v in plain.info.items() if isinstance(v, (str, int, float, bool))}
+    return plain
+
+
+def _plain_bulk(structure):
+    """fairchem's oriented bulk (a pymatgen Structure) as plain values: its ``as_dict``."""
+    from pymatgen.core import Structure
+
+    return {"pymatgen_structure": structure.as_dict()} if isinstance(structure, Structure) else _plain_ase(structure)
+
+
+def _bulk_from_plain(value):
+    if isinstance(value, dict):
+        from pymatgen.core import Structure
+
+        return Structure.from_dict(value["pymatgen_structure"])  # builds a lattice and sites, imports nothing named
+    return value
