@@ -211,3 +211,45 @@ class JitterJob(SourceJob):
         )
         stats.pop("teacher_differentiable", None)  # a property of the teacher: in the plan, not summed per shard
         return ShardResult(frames, stats)
+
+
+@dataclass(frozen=True)
+class ImportJob(ShardJob):
+    """``augkd import``: the user's files as a dataset. Shard i reads the file pieces ``layout`` gave it (no teacher).
+
+    The layout (``augkd.io.importers.plan_import``: files found, hashed, indexed and cut) is made once, before the
+    job, and travels with it to workers; its dict is the dataset's plan.
+    """
+
+    layout: Any  # augkd.io.importers.ImportPlan
+    device: str = "cpu"  # nothing runs on a device
+    command = "import"
+    unit = "frame"
+
+    @property
+    def shard_count(self) -> int:
+        return self.layout.shard_count
+
+    def plan(self) -> dict[str, Any]:
+        return self.layout.to_dict()
+
+    def units(self, index: int) -> int:
+        return self.layout.units(index)
+
+    def run_shard(self, index: int, progress: Progress | None = None) -> ShardResult:
+        from augkd.io.importers import import_shard
+
+        frames, stats = import_shard(self.layout, index, progress)
+        return ShardResult(frames, stats)
+
+    def check_output(self, out: str | Path) -> None:
+        self.layout.check_output(out)
+
+    def summary(self, manifest: dict[str, Any], out: str | Path) -> str:
+        totals = manifest["totals"]
+        dropped = totals.get("dropped_frames") or {}
+        text = (f"imported {totals['rows']} rows from {len(manifest['sources'])} files to {out} "
+                f"({len(manifest['shards'])} shards)")
+        if dropped:
+            text += "; dropped " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(dropped.items()))
+        return text
