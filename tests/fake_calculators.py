@@ -25,3 +25,13 @@ class FailingEMT(EMT):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=()):
         raise RuntimeError("teacher crashed on purpose")
+
+
+class ThreadCountEMT(EMT):
+    """EMT whose energy is the number of torch threads of the process that computes it (tests of --threads)."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        import torch
+
+        super().calculate(atoms, properties, system_changes)
+        self.results["energy"] = float(torch.get_num_threads())
