@@ -32,6 +32,30 @@ def _predict(model, dataset: FrameDataset, batch_size: int = 8):
     return torch.cat(energies).numpy(), torch.cat(forces).numpy()
 
 
+def run_name(path: str | Path) -> str:
+    """What to call a run in a plot: the run directory of ``RUN/checkpoints/X.pt``, else the file's stem."""
+    path = Path(path)
+    if path.is_dir():
+        return path.resolve().name
+    return path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
+
+
+def _loss_families(keys: list[str]) -> dict[str, list[str]]:
+    """Training-loss columns grouped into one panel each: totals, per origin, KD terms, online jitter."""
+    families: dict[str, list[str]] = {}
+    for key in keys:
+        if key.startswith("kd_"):
+            family = "KD losses"
+        elif key.startswith("jitter_"):
+            family = "online jitter"
+        elif key.count("_") >= 2:  # loss_energy_<origin>, loss_forces_<origin>
+            family = "per-origin losses"
+        else:
+            family = "training loss"
+        families.setdefault(family, []).append(key)
+    return families
+
+
 def plot_run(run: str | Path, data: Sequence[str | Path] | None = None) -> list[Path]:
     """``RUN/learning_curves.png`` (training loss parts, validation metrics) and, with ``data``, ``RUN/parity.png``."""
     import matplotlib
@@ -45,16 +69,22 @@ def plot_run(run: str | Path, data: Sequence[str | Path] | None = None) -> list[
     train = _read_csv(run / "train.csv")
     val = _read_csv(run / "val.csv") if (run / "val.csv").is_file() else {}
     written = []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for key in [k for k in train if k.startswith(("loss", "kd_"))]:
-        axes[0].plot(train["step"], train[key], label=key, lw=0.8)
-    axes[0].set(xlabel="step", ylabel="loss", yscale="log", title="training")
-    axes[0].legend(fontsize=7)
-    for key in ("energy_mae", "force_mae"):
-        if key in val:
-            axes[1].plot(val["step"], val[key], marker="o", label=f"{key} (meV{'/Å' if key == 'force_mae' else ''})")
-    axes[1].set(xlabel="step", yscale="log", title="validation (EMA weights)")
-    axes[1].legend(fontsize=7)
+    families = _loss_families([k for k in train if k.startswith(("loss", "kd_", "jitter_"))])
+    scores = [key for key in ("energy_mae", "force_mae") if key in val]
+    panels = len(families) + bool(scores)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8), squeeze=False)
+    axes = axes[0]
+    for axis, (family, keys) in zip(axes, families.items()):
+        for key in keys:
+            axis.plot(train["step"], train[key], label=key, lw=0.8)
+        axis.set(xlabel="step", ylabel="loss (normalised units)", yscale="log", title=family)
+        axis.legend(fontsize=7)
+    for key in scores:
+        axes[-1].plot(val["step"], val[key], marker="o", label=f"{key} (meV{'/Å' if key == 'force_mae' else ''})")
+    if scores:
+        axes[-1].set(xlabel="step", yscale="log", title="validation (EMA weights)")
+        axes[-1].legend(fontsize=7)
+    fig.suptitle(f"{run_name(run)}: learning curves")
     fig.tight_layout()
     fig.savefig(run / "learning_curves.png", dpi=110)
     plt.close(fig)
@@ -72,7 +102,7 @@ def plot_run(run: str | Path, data: Sequence[str | Path] | None = None) -> list[
             axis.plot([low, high], [low, high], "k--", lw=0.8)
             axis.set(xlabel=f"reference {name} ({unit})", ylabel=f"predicted {name} ({unit})",
                      title=f"{name}: MAE {np.abs(values[:, 0] - values[:, 1]).mean():.3g} {unit}")
-        fig.suptitle(checkpoint.name)
+        fig.suptitle(f"{run_name(run)} ({checkpoint.name}) on {', '.join(Path(d).name for d in data)}")
         fig.tight_layout()
         fig.savefig(run / "parity.png", dpi=110)
         plt.close(fig)
@@ -113,5 +143,5 @@ def analyze_cka(checkpoint_a: str | Path, checkpoint_b: str | Path, data: Sequen
     features_a = layer_features(checkpoint_a, dataset)
     features_b = layer_features(checkpoint_b, dataset)
     matrix = cka_matrix(features_a, features_b)
-    plot_cka(matrix, list(features_a), list(features_b), out, name_a=Path(checkpoint_a).stem, name_b=Path(checkpoint_b).stem)
+    plot_cka(matrix, list(features_a), list(features_b), out, name_a=run_name(checkpoint_a), name_b=run_name(checkpoint_b))
     return cka_table(matrix, list(features_a), list(features_b))

@@ -167,7 +167,7 @@ def compare_table(rows: Mapping[str, Mapping[str, float]], student: str, teacher
                 cells.append("")
             else:
                 g = gap_closed(rows[student][m], row[m], rows[teacher][m], METRICS[m][2])
-                cells.append("nan" if math.isnan(g) else f"{g:.1f}")
+                cells.append("–" if math.isnan(g) else f"{g:.1f}")  # no gap to close
         table.append(cells)
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
