@@ -20,11 +20,13 @@ run: install
 	$(VENV)/bin/augkd generate d1M --systems 4 --max-atoms 60 --steps 50 --shards 2 --workers 2 --out $(OUT)
 	$(VENV)/bin/augkd info $(OUT)
 
-# The distributed tests run against a real single-node SLURM: started here when we are root with apt-get
-# (as in CI); elsewhere those tests skip and say why.
+# The distributed tests run against a real single-node SLURM, and the import tests read a real GPAW calculation
+# (Debian's gpaw, for the system python3): both installed here when we are root with apt-get (as in CI); elsewhere
+# those tests skip and say why.
 test: install
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash scripts/slurm-dev.sh start; \
 	else echo "make test: not root or no apt-get, SLURM tests will be skipped"; fi
+	@bash scripts/gpaw-dev.sh || echo "make test: no GPAW (Debian gpaw), the real-DFT import test will be skipped"
 	$(VENV)/bin/pytest -q
 
 bench: install
