@@ -43,9 +43,9 @@ def relaxation(rng, steps, adsorbate_shift=0.0, stress=True):
 def with_nitrogen(frames):
     """The same frames with the adsorbate made N: another composition, so another run."""
     for atoms in frames:
-        calc = atoms.calc
+        results = atoms.calc.results
         atoms.numbers[-1] = 7
-        atoms.calc = calc
+        atoms.calc = SinglePointCalculator(atoms, **results)
     return frames
 
 

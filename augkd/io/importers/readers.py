@@ -215,7 +215,7 @@ def whole_file_frames(path: Path, name: str, fmt: str, frames: int | None,
     except ImportFileError:
         raise
     except Exception as exc:  # ASE's readers raise anything on bad input: name the file and the frame
-        where = f"frame {frame + 1}" if frame >= 0 else "before its first frame"
+        where = f"frame {frame + 1}" if frame >= 0 else "its first frame"
         raise ImportFileError(
             f"{name}: unreadable as {fmt} at {where} ({type(exc).__name__}: {_first_line(exc)})"
         ) from None
