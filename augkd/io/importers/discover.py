@@ -33,9 +33,9 @@ from ase.io.formats import UnknownFileTypeError, filetype, get_compression, iofo
 
 from augkd.errors import AugkdError
 
-#: ``--format`` values: ``auto`` (by name, OC20 S2EF pairs recognised), ``ase`` (every file through ASE's readers,
-#: no OC20 pairing: N.txt files are not read), ``aselmdb`` (fairchem ``.aselmdb`` only), ``oc20-s2ef`` (N.extxyz +
-#: N.txt pairs only).
+#: ``--format`` values: ``auto`` (by name, OC20 S2EF pairs recognised), ``ase`` (the same files, no OC20 pairing:
+#: N.txt files are not read, energies stay totals), ``aselmdb`` (fairchem ``.aselmdb`` only), ``oc20-s2ef``
+#: (N.extxyz + N.txt pairs only).
 FORMATS = ("auto", "ase", "aselmdb", "oc20-s2ef")
 
 #: formats whose files are random-access databases or binary trajectories: they cannot be read as compressed streams
@@ -139,7 +139,7 @@ def _walk(folder: Path, fmt: str) -> tuple[list[FoundFile], list[Path]]:
             if kind is None:
                 ignored.append(path)
                 continue
-            kept.append(_found(path, kind, fmt, explicit=False))
+            kept.append(_found(path, kind, fmt))
     return kept, ignored
 
 
@@ -147,7 +147,7 @@ def _explicit(path: Path, fmt: str) -> FoundFile:
     if fmt in ("auto", "oc20-s2ef"):
         pair = _pair_of_companion(path)
         if pair is not None:  # N.txt named on its own: the pair it belongs to
-            return _found(pair, "extxyz", fmt, explicit=True)
+            return _found(pair, "extxyz", fmt)
     kind = _format_by_name(path, fmt)
     if kind is None:
         if fmt in ("aselmdb", "oc20-s2ef"):
@@ -158,10 +158,10 @@ def _explicit(path: Path, fmt: str) -> FoundFile:
             raise ImportFileError(f"{path}: not a format augkd imports ({exc})") from None
         if kind not in ioformats or not ioformats[kind].can_read:
             raise ImportFileError(f"{path}: ASE cannot read its format {kind!r}")
-    return _found(path, kind, fmt, explicit=True)
+    return _found(path, kind, fmt)
 
 
-def _found(path: Path, kind: str, fmt: str, explicit: bool) -> FoundFile:
+def _found(path: Path, kind: str, fmt: str) -> FoundFile:
     root, compression = get_compression(str(path))
     if compression and kind in _BINARY:
         raise ImportFileError(f"{path}: a compressed {kind} file cannot be read as a stream; decompress it first")

@@ -32,6 +32,19 @@ ENERGIES = ("total", "adsorption")
 _ORIGIN = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
+def parse_index(text: str | None) -> int | slice | None:
+    """``--index`` in ASE's syntax (``-1``, ``::10``, ``0:5``) as an int or a slice; None: every frame."""
+    if text is None:
+        return None
+    try:
+        value = string2index(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, (int, slice)):
+        raise ConfigError(f"--index {text!r}: expected a frame number or a slice such as -1, ::10, 0:5")
+    return value
+
+
 @dataclass(frozen=True)
 class ImportConfig:
     """An ``augkd import`` request, validated once here."""
@@ -57,20 +70,12 @@ class ImportConfig:
         if self.shards is not None and (isinstance(self.shards, bool) or not isinstance(self.shards, int)
                                         or self.shards < 1):
             raise ConfigError(f"--shards {self.shards!r} must be a whole number >= 1")
-        self.selector  # noqa: B018 — validates --index
+        parse_index(self.index)
 
     @property
     def selector(self) -> int | slice | None:
         """``--index`` as an int or a slice (None: every frame)."""
-        if self.index is None:
-            return None
-        try:
-            value = string2index(self.index)
-        except ValueError:
-            value = None
-        if not isinstance(value, (int, slice)):
-            raise ConfigError(f"--index {self.index!r}: expected a frame number or a slice such as -1, ::10, 0:5")
-        return value
+        return parse_index(self.index)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "sources": list(self.sources)}
