@@ -135,13 +135,15 @@ def remove_references(referenced: Sequence[float], numbers: Sequence[Sequence[in
 
 
 def batch_reference_energies(refs: Any, atomic_numbers: Any, batch: Any, num_graphs: int) -> Any:
-    """Torch: Σ n_Z c_Z per structure of a batch (``atomic_numbers`` (N,), ``batch`` (N,) structure index per
-    atom, as in fairchem's ``AtomicData``); ``refs`` a (119,) tensor or array. Returns (num_graphs,) in refs' dtype."""
+    """Torch: Σ n_Z c_Z per structure of a batch (``atomic_numbers`` (N,), ``batch`` (N,) structure index per atom,
+    as in fairchem's ``AtomicData``). ``refs``: one (119,) set for every structure, or (num_graphs, 119) — each
+    structure its own origin's set, e.g. ``table[origin_index]``. Returns (num_graphs,) in refs' dtype."""
     import torch
 
-    refs = torch.as_tensor(refs)
-    per_atom = refs.to(atomic_numbers.device)[atomic_numbers.long()]
-    return torch.zeros(num_graphs, dtype=per_atom.dtype, device=per_atom.device).index_add(0, batch.long(), per_atom)
+    refs = torch.as_tensor(refs).to(atomic_numbers.device)
+    z, graph = atomic_numbers.long(), batch.long()
+    per_atom = refs[z] if refs.dim() == 1 else refs[graph, z]
+    return torch.zeros(num_graphs, dtype=per_atom.dtype, device=per_atom.device).index_add(0, graph, per_atom)
 
 
 def _checked(refs: Any, where: str = "element references") -> np.ndarray:

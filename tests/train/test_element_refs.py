@@ -104,6 +104,12 @@ def test_batch_reference_energies_match_numpy():
     batch = torch.repeat_interleave(torch.arange(5), torch.tensor([len(n) for n in numbers]))
     out = batch_reference_energies(torch.from_numpy(refs), atomic_numbers, batch, 5)
     np.testing.assert_allclose(out.numpy(), reference_energies(refs, numbers), atol=1e-12)
+    # a mixed batch: each structure with its own origin's references
+    table = torch.from_numpy(np.stack([refs, refs_of(OFFSETS_B)]))
+    origin = torch.tensor([0, 1, 1, 0, 1])
+    mixed = batch_reference_energies(table[origin], atomic_numbers, batch, 5)
+    expected = [reference_energies(table[o].numpy(), [n])[0] for o, n in zip(origin.tolist(), numbers)]
+    np.testing.assert_allclose(mixed.numpy(), expected, atol=1e-9)
 
 
 def test_value_file_and_checkpoint_extra_round_trip(tmp_path):

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from augkd.errors import AugkdError
 from augkd.io.importers.discover import FORMATS, ImportFileError
 from augkd.io.importers.plan import ENERGIES, FRAMES_PER_SHARD, ImportConfig, ImportPlan, Piece, plan_import
-from augkd.io.importers.readers import read_oc20_txt, span_frames, whole_file_frames
+from augkd.io.importers.readers import SourceFrame, read_oc20_txt, span_frames, whole_file_frames
 from augkd.io.importers.rows import DROP_REASONS, RowRules, Tally, to_row
 from augkd.records import LabelledFrame
 
@@ -35,7 +35,7 @@ __all__ = [
 _PROGRESS_EVERY = 64  # frames between progress reports of a cut file
 
 
-def piece_frames(plan: ImportPlan, piece: Piece) -> Any:
+def piece_frames(plan: ImportPlan, piece: Piece) -> Iterator[SourceFrame]:
     """The source frames of one piece (ids given, --index applied)."""
     source = plan.sources[piece.file]
     path = plan.path(piece.file)

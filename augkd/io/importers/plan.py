@@ -23,7 +23,7 @@ from ase.io.formats import string2index
 from augkd.errors import ConfigError
 from augkd.io.importers.discover import FORMATS, ImportFileError, find_files
 from augkd.io.importers.extxyz import index_extxyz
-from augkd.io.importers.readers import count_frames, read_oc20_txt, selection
+from augkd.io.importers.readers import check_complete, count_frames, read_oc20_txt, selection
 from augkd.teachers.interface import sha256_file
 
 #: default shard size (frames): an OC20 S2EF file holds 5000 structures
@@ -196,6 +196,7 @@ def plan_import(config: ImportConfig) -> ImportPlan:
             chosen = selection(frames, selector, name)
             items.append(_Item(number, len(chosen), chosen, index))
         else:
+            check_complete(item.path, name, item.format)
             frames = count_frames(item.path, name, item.format)
             if frames == 0:
                 raise ImportFileError(f"{name}: holds no frame")

@@ -192,7 +192,6 @@ def _ase_frames(path: Path, fmt: str) -> Iterator[tuple[Atoms, Mapping[str, Any]
 def whole_file_frames(path: Path, name: str, fmt: str, frames: int | None,
                       index: int | slice | None) -> Iterator[SourceFrame]:
     """Every frame of a file ASE (or ase.db) reads whole; ``frames`` is its count when known, else it is buffered."""
-    check_complete(path, name, fmt)
     runs = Runs()
     frame = -1
 
