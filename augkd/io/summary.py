@@ -72,13 +72,15 @@ def _stats(values: list[float]) -> dict[str, float] | None:
 
 
 def format_info(info: dict[str, Any]) -> str:
-    lines = [f"{info['path']}: {info['kind']} by {info['teacher']}"]
+    made_by = f" by {info['teacher']}" if info["teacher"] else ""
+    lines = [f"{info['path']}: {info['kind'] or 'dataset'}{made_by}"]
     if info.get("labelled_by"):
         lines.append(f"  labelled by {info['labelled_by']}")
     if info.get("cached_outputs"):
         lines.append("  cached      " + ", ".join(f"{k} ({v})" for k, v in info["cached_outputs"].items()))
     lines.append(
-        f"  rows {info['rows']} from {info['systems_with_rows']} of {info['systems_planned']} systems, "
+        f"  rows {info['rows']} from {info['systems_with_rows']}"
+        f"{'' if info['systems_planned'] is None else ' of ' + str(info['systems_planned'])} systems, "
         f"{info['shards']} shards"
     )
     lines.append("  origins     " + ", ".join(f"{k} {v}" for k, v in info["origins"].items()))
