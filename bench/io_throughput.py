@@ -5,9 +5,12 @@ Prints ONE JSON line on stdout: rows/s written and read by ``augkd.io.aselmdb`` 
 the ratios. Frames are ~60-atom OC20-like rows: a Cu fcc111 (4, 4, 4) slab with an O adsorbate (65 atoms), FixAtoms
 on the two bottom layers, tags 0/1/2, random energy and forces, and the provenance ``data`` dict.
 
-Each measurement is the best of ``--repeats`` runs (the machine may be shared; the best run is the least disturbed).
+The four passes (our write, ASE's write, our read, ASE's read) run interleaved (bench/interleave.py): one untimed
+warm-up of each, then ``--repeats`` rounds of one of each, so that a disturbance of a shared machine hits them alike.
+Each write goes to a fresh file (removed untimed afterwards); reads read files written once beforehand, untimed.
+The rates reported are medians (``*_min``/``*_max``: the slowest/fastest pass); the ratios are ratios of medians.
 
-    python bench/io_throughput.py [--rows 2000] [--repeats 3] [--profile write|read]
+    python bench/io_throughput.py [--rows 2000] [--repeats 5] [--profile write|read]
 
 ``--profile`` prints a cProfile of one write or read of ours on stderr (stdout keeps its single JSON line).
 """
@@ -16,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import json
 import os
 import pstats
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from interleave import interleave, timed
 
 from augkd.io.aselmdb import count_aselmdb, read_aselmdb, remove_lmdb, write_aselmdb
 from augkd.records import LabelledFrame
@@ -86,13 +88,6 @@ def _ase_atoms(frames: list[LabelledFrame]):
     return out
 
 
-def _timed(fn) -> float:
-    gc.collect()
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def ours_write(frames, path: Path) -> None:
     assert write_aselmdb(path, frames) == len(frames)
 
@@ -131,27 +126,38 @@ def ase_read(path: Path, n: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timed passes of each")
     parser.add_argument("--profile", choices=("write", "read"), default=None)
     args = parser.parse_args(argv)
 
     frames = make_frames(args.rows)
     atoms_data = _ase_atoms(frames)
-    best = {"write": float("inf"), "read": float("inf"), "ase_write": float("inf"), "ase_read": float("inf")}
     sizes = {}
     with tempfile.TemporaryDirectory(prefix="augkd-io-bench-") as tmp:
         tmp = Path(tmp)
-        for rep in range(args.repeats):
-            ours, theirs = tmp / f"ours-{rep}.aselmdb", tmp / f"ase-{rep}.aselmdb"
-            best["write"] = min(best["write"], _timed(lambda: ours_write(frames, ours)))
-            best["ase_write"] = min(best["ase_write"], _timed(lambda: ase_write(atoms_data, theirs)))
-            best["read"] = min(best["read"], _timed(lambda: ours_read(ours, args.rows)))
-            best["ase_read"] = min(best["ase_read"], _timed(lambda: ase_read(theirs, args.rows)))
-            assert count_aselmdb(ours) == args.rows
-            sizes = {"ours": ours.stat().st_size, "ase": theirs.stat().st_size}
-            remove_lmdb(theirs)
-            if rep + 1 < args.repeats:
-                remove_lmdb(ours)
+        ours_in, theirs_in = tmp / "ours-read.aselmdb", tmp / "ase-read.aselmdb"
+        ours_write(frames, ours_in)  # what the read passes read, written untimed
+        ase_write(atoms_data, theirs_in)
+        assert count_aselmdb(ours_in) == args.rows
+        sizes = {"ours": ours_in.stat().st_size, "ase": theirs_in.stat().st_size}
+
+        def write_pass(write, items, name: str):
+            def run() -> float:
+                target = tmp / f"{name}-write.aselmdb"
+                seconds = timed(lambda: write(items, target))
+                remove_lmdb(target)
+                return args.rows / seconds
+
+            return run
+
+        variants = {
+            "write": write_pass(ours_write, frames, "ours"),
+            "ase_write": write_pass(ase_write, atoms_data, "ase"),
+            "read": lambda: args.rows / timed(lambda: ours_read(ours_in, args.rows)),
+            "ase_read": lambda: args.rows / timed(lambda: ase_read(theirs_in, args.rows)),
+        }
+        ratios = {"write_vs_ase": ("write", "ase_write"), "read_vs_ase": ("read", "ase_read")}
+        measured = interleave(variants, repeats=args.repeats, ratios=ratios)
         if args.profile:
             prof = cProfile.Profile()
             target = tmp / "profile.aselmdb"
@@ -162,18 +168,25 @@ def main(argv: list[str] | None = None) -> int:
                 prof.runcall(ours_read, target, args.rows)
             pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
 
-    rate = {key: args.rows / seconds for key, seconds in best.items()}
+    rate = measured.median
     result = {
         "bench": "io_throughput",
         "rows": args.rows,
         "natoms": len(frames[0].atoms),
         "repeats": args.repeats,
-        "write_rows_per_s": round(rate["write"], 1),
-        "read_rows_per_s": round(rate["read"], 1),
-        "ase_write_rows_per_s": round(rate["ase_write"], 1),
-        "ase_read_rows_per_s": round(rate["ase_read"], 1),
-        "write_vs_ase": round(rate["write"] / rate["ase_write"], 2),
-        "read_vs_ase": round(rate["read"] / rate["ase_read"], 2),
+    }
+    for key in variants:  # medians under the old names, then the slowest/fastest pass
+        result[f"{key}_rows_per_s"] = round(rate[key], 1)
+    for key in variants:
+        result[f"{key}_rows_per_s_median"] = round(rate[key], 1)
+        result[f"{key}_rows_per_s_min"] = round(measured.min[key], 1)
+        result[f"{key}_rows_per_s_max"] = round(measured.max[key], 1)
+    for key, (top, bottom) in ratios.items():
+        result[key] = round(measured.ratios[key], 2)
+        result[f"{key}_median"] = round(measured.ratios[key], 2)
+        result[f"{key}_min"] = round(measured.min[top] / measured.min[bottom], 2)  # ratio of the slowest passes
+        result[f"{key}_rounds"] = [round(r, 2) for r in measured.round_ratios[key]]
+    result.update({
         "bytes_per_row": round(sizes["ours"] / args.rows),
         "ase_bytes_per_row": round(sizes["ase"] / args.rows),
         "write_target": WRITE_TARGET,
@@ -181,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets_met": bool(rate["write"] >= WRITE_TARGET and rate["read"] >= READ_TARGET),
         "cpus": os.cpu_count(),
         "loadavg_1m": round(os.getloadavg()[0], 2),
-    }
+    })
     print(json.dumps(result))
     return 0
 

@@ -7,7 +7,11 @@ default (CHGNet 0.3.0, differentiable: the attack's gradient passes through it).
 one warm-up call each; beside them, the cost of labelling alone (the teacher's batched ``label_batch`` versus its
 ASE calculator one structure at a time), which is what rattle mode spends its time on.
 
-    python bench/jitter_throughput.py [--rows 16] [--batch-size N] [--norm 0.1] [--repeats 2]
+The four (rattle, adversarial, label_batch, ase_calculator_loop) run interleaved (bench/interleave.py): one untimed
+warm-up pass of each, then ``--repeats`` rounds of one pass of each. Rates are from the median seconds; ratios are
+ratios of medians (``*_min``: of the fastest passes; ``*_rounds``: within each round, whose spread is the noise).
+
+    python bench/jitter_throughput.py [--rows 16] [--batch-size N] [--norm 0.1] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ import contextlib
 import io
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from interleave import interleave, timed
 
 
 def make_rows(folder: Path, count: int) -> list:
@@ -43,18 +47,12 @@ def make_rows(folder: Path, count: int) -> list:
     return frames[::step][:count]
 
 
-def timed(call) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--batch-size", type=int, help="structures per call (default: jitter's default)")
     parser.add_argument("--norm", type=float, default=0.1)
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each, interleaved; the best counts")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timed passes of each")
     args = parser.parse_args()
 
     from augkd.generators.jitter import JitterConfig, batch_size_for, jitter_frames, prepare
@@ -86,22 +84,24 @@ def main() -> None:
             stats[mode] = jitter_frames(rows, configs[mode], context.teacher, context.student, encode_array)[1]
 
         work = {
-            "rattle": lambda: run("rattle"),
-            "adversarial": lambda: run("adversarial"),
-            "label_batch": lambda: label_structures(teacher, atoms, ["energy", "forces"]),
-            "ase_calculator_loop": lambda: [teacher.label(a, ["energy", "forces"]) for a in atoms],
+            "rattle": lambda: timed(lambda: run("rattle")),
+            "adversarial": lambda: timed(lambda: run("adversarial")),
+            "label_batch": lambda: timed(lambda: label_structures(teacher, atoms, ["energy", "forces"])),
+            "ase_calculator_loop": lambda: timed(lambda: [teacher.label(a, ["energy", "forces"]) for a in atoms]),
         }
-        for mode, config in configs.items():  # warm-up
-            jitter_frames(rows[:2], config, contexts[mode].teacher, contexts[mode].student, encode_array)
-        # interleaved repeats, best of each: the machine is shared, the minimum is the least disturbed run
-        seconds = {name: float("inf") for name in work}
-        for _ in range(args.repeats):
-            for name, call in work.items():
-                seconds[name] = min(seconds[name], timed(call))
+        ratios = {"adversarial_over_rattle_time": ("adversarial", "rattle"),
+                  "ase_calculator_loop_over_label_batch_time": ("ase_calculator_loop", "label_batch")}
+        measured = interleave(work, repeats=args.repeats, ratios=ratios)
+        seconds = measured.median
         batched, one_by_one = seconds["label_batch"], seconds["ase_calculator_loop"]
-        seconds = {mode: seconds[mode] for mode in configs}
 
-    rows_per_s = {mode: len(rows) / value for mode, value in seconds.items()}
+    rows_per_s = {mode: len(rows) / seconds[mode] for mode in configs}
+    ratio_keys = {}
+    for key, (top, bottom) in ratios.items():
+        ratio_keys[key] = round(measured.ratios[key], 2)
+        ratio_keys[f"{key}_median"] = round(measured.ratios[key], 2)
+        ratio_keys[f"{key}_min"] = round(measured.min[top] / measured.min[bottom], 2)
+        ratio_keys[f"{key}_rounds"] = [round(r, 2) for r in measured.round_ratios[key]]
     natoms = [len(row.atoms) for row in rows]
     print(json.dumps({
         "bench": "jitter_throughput",
@@ -115,9 +115,12 @@ def main() -> None:
         "norm": args.norm,
         "repeats": args.repeats,
         "rows_per_s": {mode: round(value, 3) for mode, value in rows_per_s.items()},
-        "adversarial_over_rattle_time": round(seconds["adversarial"] / seconds["rattle"], 2),
         "labels_per_s": {"label_batch": round(len(rows) / batched, 3),
                          "ase_calculator_loop": round(len(rows) / one_by_one, 3)},
+        "seconds_median": {name: round(measured.median[name], 3) for name in work},
+        "seconds_min": {name: round(measured.min[name], 3) for name in work},
+        "seconds_values": {name: [round(v, 3) for v in measured.values[name]] for name in work},
+        **ratio_keys,
         "fallback_directions": stats["adversarial"]["fallback_directions"],
     }))
 

@@ -15,15 +15,21 @@ Teachers (``--teachers``):
 Systems: OC20-like adslabs of 30–80 atoms (fcc111 slabs of EMT metals with a small adsorbate, bottom layers fixed,
 pbc (T, T, F)). A random network's forces never converge, so per-system step limits spread between ``steps/2``
 and ``steps`` stand in for systems converging at different times (the in-flight batch refills as they leave).
-The two paths alternate per teacher (ASE first); wall-clock seconds and process CPU seconds are both reported.
+Per teacher the paths run interleaved (bench/interleave.py): one untimed warm-up pass of each, then ``--repeats``
+rounds of ASE, batched (and the forces-only ASE reference), so that a disturbance of a shared machine hits them
+alike. Frames/s are medians (``*_min``/``*_max``: slowest/fastest pass); ``ratio`` is the ratio of the medians
+(``ratio_min``: of the slowest passes, ``ratio_rounds``: within each round); wall-clock seconds and process CPU
+seconds (medians per pass) are both reported.
 
-    python bench/relax_throughput.py [--systems 6] [--steps 8] [--batch-atoms auto|N] [--device cpu|cuda]
+    python bench/relax_throughput.py [--systems 6] [--steps 8] [--batch-atoms auto|N] [--device cpu|cuda] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +39,8 @@ import numpy as np
 import torch
 
 sys.modules.setdefault("nvalchemiops", None)  # fairchem's warp backend warns about CUDA on CPU-only machines
+
+from interleave import interleave
 
 from augkd.generators.inflight import BatchConfig
 from augkd.generators.relax import RelaxConfig, relax
@@ -111,62 +119,101 @@ def step_limits(n: int, steps: int) -> list[int]:
 
 
 def measure(teacher, systems, config: RelaxConfig, limits: list[int], batching: BatchConfig, device: str,
-            extra_ase: dict | None = None) -> dict:
+            extra_ase: dict | None = None, repeats: int = 5) -> dict:
     """Frames/s of ASE's FIRE one system at a time (``teacher.calculator()``, then each of ``extra_ase``'s
-    calculators) and of the batched relaxer, on the same systems and step limits."""
+    calculators) and of the batched relaxer, on the same systems and step limits: one untimed warm-up pass of each,
+    then ``repeats`` interleaved rounds (ase, batched, extra..., ase, ...). Rates and ratios are from the medians."""
 
     def synchronize():
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
 
-    def ase_run(calculator) -> tuple[int, float, float]:
-        wall, cpu = time.perf_counter(), time.process_time()
-        frames = 0
-        for atoms, limit in zip(systems, limits):
-            trajectory = relax(atoms, calculator, RelaxConfig(optimizer="FIRE", fmax=config.fmax, steps=limit))
-            frames += len(trajectory.frames)
-        synchronize()
-        return frames, time.perf_counter() - wall, time.process_time() - cpu
+    wall_cpu: dict[str, list[tuple[int, float, float]]] = {}  # per variant, per pass: frames, wall s, CPU s
 
-    # warm-up of both paths (allocator, kernels, lazy imports); with --batch-atoms auto the batched relaxer measures
-    # its batch size here, once per process as in a generation run, reported apart from the timed run
-    smallest = min(range(len(systems)), key=lambda i: len(systems[i]))
-    relax(systems[smallest], teacher.calculator(), RelaxConfig(optimizer="FIRE", fmax=config.fmax, steps=1))
+    def ase_pass(name: str, calculator):
+        def run() -> float:
+            wall, cpu = time.perf_counter(), time.process_time()
+            frames = 0
+            for atoms, limit in zip(systems, limits):
+                trajectory = relax(atoms, calculator, RelaxConfig(optimizer="FIRE", fmax=config.fmax, steps=limit))
+                frames += len(trajectory.frames)
+            synchronize()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            wall_cpu.setdefault(name, []).append((frames, wall, cpu))
+            return frames / wall
+
+        return run
+
+    # with --batch-atoms auto the batched relaxer measures its batch size in its first call, once per process as in
+    # a generation run: a one-step call does it before the warm-up pass, reported apart from the timed passes
     warm_up = RelaxStats()
     dict(relax_batched(systems, teacher, config, batching, max_steps=1, stats=warm_up))
     synchronize()
+    runs: list[tuple[RelaxStats, list[str]]] = []
 
-    ase_frames, ase_wall, ase_cpu = ase_run(teacher.calculator())
+    def batched_pass() -> float:
+        stats = RelaxStats()
+        gc.collect()
+        wall, cpu = time.perf_counter(), time.process_time()
+        trajectories = dict(relax_batched(systems, teacher, config, batching, max_steps=limits, stats=stats))
+        synchronize()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        frames = sum(len(t.frames) for t in trajectories.values())
+        wall_cpu.setdefault("batched", []).append((frames, wall, cpu))
+        runs.append((stats, sorted({t.failure for t in trajectories.values() if t.failure})))
+        return frames / wall
 
-    stats = RelaxStats()
-    wall, cpu = time.perf_counter(), time.process_time()
-    trajectories = dict(relax_batched(systems, teacher, config, batching, max_steps=limits, stats=stats))
-    synchronize()
-    batched_wall, batched_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    batched_frames = sum(len(t.frames) for t in trajectories.values())
-    failures = sorted({t.failure for t in trajectories.values() if t.failure})
-    extra = {}
+    variants = {"ase": ase_pass("ase", teacher.calculator()), "batched": batched_pass}
     for label, calculator in (extra_ase or {}).items():
-        frames, wall, cpu = ase_run(calculator)
-        extra[label] = {
-            "ase_frames_per_s": round(frames / wall, 4),
-            "ratio": round((batched_frames / batched_wall) / (frames / wall), 3),
-            "ratio_cpu_time": round((batched_frames / batched_cpu) / (frames / cpu), 3),
-            "seconds": {"ase_wall": round(wall, 2), "ase_cpu": round(cpu, 2)},
+        variants[label] = ase_pass(label, calculator)
+    ratios = {"ratio": ("batched", "ase"), **{label: ("batched", label) for label in extra_ase or {}}}
+    measured = interleave(variants, repeats=repeats, ratios=ratios, between=gc.collect)
+
+    def timed_passes(name: str) -> list[tuple[int, float, float]]:
+        return wall_cpu[name][-repeats:]  # the first is the warm-up
+
+    def cpu_rate(name: str) -> float:
+        return statistics.median(frames / cpu for frames, _, cpu in timed_passes(name))
+
+    def seconds(name: str) -> dict:
+        passes = timed_passes(name)
+        return {"wall": round(statistics.median(w for _, w, _ in passes), 2),
+                "cpu": round(statistics.median(c for _, _, c in passes), 2)}
+
+    def ratio_keys(key: str, top: str, bottom: str) -> dict:
+        return {
+            "ratio": round(measured.ratios[key], 3),
+            "ratio_median": round(measured.ratios[key], 3),
+            "ratio_min": round(measured.min[top] / measured.min[bottom], 3),  # of the slowest passes
+            "ratio_rounds": [round(r, 3) for r in measured.round_ratios[key]],
+            "ratio_cpu_time": round(cpu_rate(top) / cpu_rate(bottom), 3),
         }
+
+    def rates(name: str, prefix: str) -> dict:
+        return {f"{prefix}_frames_per_s": round(measured.median[name], 4),
+                f"{prefix}_frames_per_s_median": round(measured.median[name], 4),
+                f"{prefix}_frames_per_s_min": round(measured.min[name], 4),
+                f"{prefix}_frames_per_s_max": round(measured.max[name], 4)}
+
+    extra = {}
+    for label in extra_ase or {}:
+        extra[label] = {**rates(label, "ase"), **ratio_keys(label, "batched", label),
+                        "seconds": {"ase_wall": seconds(label)["wall"], "ase_cpu": seconds(label)["cpu"]}}
+    stats, failures = runs[-1]
     result = {
-        "ase_frames_per_s": round(ase_frames / ase_wall, 4),
-        "batched_frames_per_s": round(batched_frames / batched_wall, 4),
-        "ratio": round((batched_frames / batched_wall) / (ase_frames / ase_wall), 3),
-        "ratio_cpu_time": round((batched_frames / batched_cpu) / (ase_frames / ase_cpu), 3),
-        "frames": {"ase": ase_frames, "batched": batched_frames},
-        "seconds": {"ase_wall": round(ase_wall, 2), "batched_wall": round(batched_wall, 2),
-                    "ase_cpu": round(ase_cpu, 2), "batched_cpu": round(batched_cpu, 2)},
+        **rates("ase", "ase"),
+        **rates("batched", "batched"),
+        **ratio_keys("ratio", "batched", "ase"),
+        "repeats": repeats,
+        "frames": {"ase": timed_passes("ase")[-1][0], "batched": timed_passes("batched")[-1][0]},
+        "seconds": {"ase_wall": seconds("ase")["wall"], "batched_wall": seconds("batched")["wall"],
+                    "ase_cpu": seconds("ase")["cpu"], "batched_cpu": seconds("batched")["cpu"]},
         "batched": {"forward_passes": stats.forward_passes, "max_atoms": stats.max_atoms,
                     "calibration": {"memory_max_atoms": warm_up.memory_max_atoms, "atoms_per_s": warm_up.atoms_per_s,
                                     "seconds": warm_up.calibration_seconds} if warm_up.atoms_per_s else None,
                     "largest_batch_atoms": stats.largest_batch_atoms,
-                    "largest_batch_systems": stats.largest_batch_systems, "failures": failures},
+                    "largest_batch_systems": stats.largest_batch_systems,
+                    "failures": sorted({f for _, fs in runs for f in fs})},
     }
     if extra:
         result["against"] = extra
@@ -182,6 +229,7 @@ def main() -> None:
                         help="batched relaxer's atoms per forward pass, or auto (default: the fastest, measured)")
     parser.add_argument("--teachers", default="painn,chgnet", help="comma-separated: chgnet and/or model registry names")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timed passes of each path")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
@@ -200,6 +248,7 @@ def main() -> None:
         "step_limits": limits,
         "fmax": args.fmax,
         "batch_atoms": batch_atoms,
+        "repeats": args.repeats,
     }
     with tempfile.TemporaryDirectory() as folder:
         names = [t.strip() for t in args.teachers.split(",") if t.strip()]
@@ -216,7 +265,7 @@ def main() -> None:
                 if name not in MODEL_NAMES:
                     parser.error(f"unknown teacher {name!r} (chgnet or one of {', '.join(MODEL_NAMES)})")
                 teacher = model_teacher(name, systems, Path(folder), args.device)
-            result[name] = measure(teacher, systems, config, limits, batching, args.device, extra)
+            result[name] = measure(teacher, systems, config, limits, batching, args.device, extra, args.repeats)
             del teacher
     target = 20.0 if args.device.startswith("cuda") else 3.0
     result["target_ratio"] = target
