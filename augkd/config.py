@@ -76,6 +76,7 @@ def compose_over_default(group: str, config: str, overrides: list[str] | None = 
     _check_known_keys(changes, base, path)
     try:
         merged = OmegaConf.merge(OmegaConf.create(base), OmegaConf.create(changes))
+        OmegaConf.set_struct(merged, True)  # as hydra composes: a new key needs `+key=value`, a typo is an error
         parsed = OverridesParser.create().parse_overrides(list(overrides or []))
         ConfigLoaderImpl._apply_overrides_to_config(parsed, merged)
     except (HydraException, OmegaConfBaseException) as exc:
