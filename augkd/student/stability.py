@@ -15,13 +15,19 @@ MIN_DISTANCE = 0.5  # Å
 MAX_FORCE = 50.0  # eV/Å
 
 
+#: Å: the pair search runs at least this far: a cell list with 0.5 Å bins over a slab's vacuum is 50–100× slower
+#: (62 atoms: 10 ms at 0.5 Å, 0.2 ms at 2 Å; 1000 atoms: 195 vs 1.6 ms) than one with 2 Å bins
+SEARCH_RADIUS = 2.0
+
+
 def min_distance(atoms: Atoms, within: float = MIN_DISTANCE) -> float:
     """The shortest interatomic distance (periodic images included) if below ``within`` Å, else ``inf``."""
-    i, j, image = pair_list(atoms.positions, atoms.cell.array, atoms.pbc, within)
+    i, j, image = pair_list(atoms.positions, atoms.cell.array, atoms.pbc, max(within, SEARCH_RADIUS))
     if i.size == 0:
         return float("inf")
     vectors = atoms.positions[j] - atoms.positions[i] + image @ atoms.cell.array
-    return float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).min()))
+    shortest = float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).min()))
+    return shortest if shortest < within else float("inf")
 
 
 def check_stability(
