@@ -47,7 +47,8 @@ class AugkdCalculator(Calculator):
     ``cuda[:N]``. ``threads``: torch threads for this process (None: ``SLURM_CPUS_PER_TASK`` or the CPU affinity;
     see ``augkd.threads``). ``skin`` (Å): Verlet skin of the neighbour list (default: the one the file records,
     1 Å); 0 rebuilds it every call. ``torchscript``: use the scripted module of an exported file (False: eager
-    PyTorch, same numbers). A structure with elements outside the student's training species gets a warning.
+    PyTorch, same numbers). A structure with elements outside the student's training species gets a warning
+    (``warn_unseen=False``: none; ``augkd md/relax`` check the species themselves).
 
     ``timings`` accumulates seconds spent in the neighbour list, the model, and the calls (``calls``).
     """
@@ -61,6 +62,7 @@ class AugkdCalculator(Calculator):
         threads: int | None = None,
         skin: float | None = None,
         torchscript: bool = True,
+        warn_unseen: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -89,6 +91,7 @@ class AugkdCalculator(Calculator):
         else:
             self.neighbors = None
         self.timings = {"neighbors": 0.0, "model": 0.0, "calls": 0}
+        self._warn_unseen_elements = warn_unseen
         self._warned: set[tuple[str, ...]] = set()
 
     def _warn_unseen(self, numbers) -> None:
@@ -134,7 +137,8 @@ class AugkdCalculator(Calculator):
         atoms = self.atoms
         if len(atoms) == 0:
             raise AugkdError("the structure has no atoms")
-        self._warn_unseen(atoms.numbers)
+        if self._warn_unseen_elements:
+            self._warn_unseen(atoms.numbers)
         run = self._run_potential if self.potential is not None else self._run_model
         atom_energy, forces = run(atoms)
         energies = atom_energy.numpy().astype(np.float64)  # summed in float64: MD energy drift needs the digits

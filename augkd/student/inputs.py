@@ -40,7 +40,7 @@ def load_simulation_model(
 
     path = Path(spec)
     if path.exists():
-        calculator = AugkdCalculator(path, device=device, threads=threads, skin=skin)
+        calculator = AugkdCalculator(path, device=device, threads=threads, skin=skin, warn_unseen=False)
         return SimulationModel(calculator, f"{calculator.model_name} ({path})", calculator.species,
                                not calculator.direct_forces)
     backend = spec.partition(":")[0]
