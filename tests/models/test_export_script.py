@@ -26,7 +26,7 @@ def test_scripted_potential_equals_the_model(name, one_thread):
     eager_energy, eager_forces = Potential(model)(*inputs)
     reference = model(atoms_to_batch([atoms]))
     assert torch.equal(atom_energy, eager_energy) and torch.equal(forces, eager_forces)
-    assert float(atom_energy.sum()) == pytest.approx(float(reference.energy[0]), abs=1e-5)
+    assert float(atom_energy.sum()) == pytest.approx(float(reference.energy[0].detach()), abs=1e-5)
     np.testing.assert_allclose(forces.numpy(), reference.forces.detach().numpy(), atol=1e-5)
 
 
