@@ -14,8 +14,8 @@ Prints ONE JSON line on stdout:
   PaiNN-small ≥ 3, SchNet ≥ 10); ``cost_per_atom_1002_over_66``: (s/step/atom at 1002 atoms) ÷ (at 66) (target ≤
   1.3); ``ms_per_step`` of students: neighbour list, model, and the rest (ASE integrator, stability checks);
   ``overhead_fraction`` = (neighbour list + rest) ÷ step (target ≤ 0.2).
-- ``nve_drift``: NVE (velocity Verlet, 1 fs, from 300 K) of a trained conservative tiny student (PaiNN 32×2, −∇E, no
-  neighbour limit) over ``--drift-ps`` ps on the 66-atom slab: least-squares energy drift in meV/atom/ps and the
+- ``nve_drift``: NVE (velocity Verlet, 1 fs, from 300 K) of a trained conservative tiny student (PaiNN 32×2, −∇E,
+  no neighbour limit) over ``--drift-ps`` ps on the 66-atom slab: least-squares energy drift in meV/atom/ps and the
   largest deviation of the total energy from its start (meV/atom). The student is trained here on EMT data for
   ``--drift-train-steps`` steps, or given with ``--student PATH``.
 

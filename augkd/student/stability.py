@@ -31,15 +31,23 @@ def min_distance(atoms: Atoms, within: float = MIN_DISTANCE) -> float:
 
 
 def check_stability(
-    atoms: Atoms, forces: np.ndarray, energy: float, min_allowed: float = MIN_DISTANCE, max_force: float = MAX_FORCE
+    atoms: Atoms,
+    forces: np.ndarray,
+    energy: float,
+    min_allowed: float = MIN_DISTANCE,
+    max_force: float = MAX_FORCE,
+    shortest: float | None = None,
 ) -> str | None:
-    """Why ``atoms`` (with its ``forces`` in eV/Å and ``energy`` in eV) is unstable, in a few words; None if not."""
+    """Why ``atoms`` (with its ``forces`` in eV/Å and ``energy`` in eV) is unstable, in a few words; None if not.
+
+    ``shortest``: the shortest interatomic distance (Å) when the caller knows it (a student's neighbour list),
+    else it is searched for."""
     if not (np.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(atoms.positions).all()):
         return "non-finite energy, forces or positions"
     largest = float(np.sqrt(np.einsum("ij,ij->i", forces, forces)).max(initial=0.0))
     if largest > max_force:
         return f"max |F| {largest:.1f} eV/Å > {max_force:g} eV/Å"
-    shortest = min_distance(atoms, min_allowed)
+    shortest = min_distance(atoms, min_allowed) if shortest is None else shortest
     if shortest < min_allowed:
         return f"min interatomic distance {shortest:.2f} Å < {min_allowed:g} Å"
     return None
