@@ -18,10 +18,11 @@
     torchscript   uint8 tensor: ``torch.jit.save`` of ``Potential(model)`` (float32, CPU), or None for models
                   that build their own graphs (GemNet-OC)
 
-TorchScript, not ``torch.export``: on a 62-atom Pt(111)+OH slab (one CPU thread, shared machine, median ms per
-energy+forces call) the two ran level with eager PyTorch for the paper-size models (PaiNN-small −∇E: 6774 vs 5933
-vs 5986 eager; SchNet: 508 vs 548 vs 504) and TorchScript led at CPU sizes (PaiNN 64×3: 87 vs 98 vs 99; SchNet
-64×3: 46 vs 47 vs 47). ``torch.export`` also cannot trace ``torch.autograd.grad``, so its forces need eager
+TorchScript, not ``torch.export``: median ms per energy+forces call on the 66-atom Cu(111)+CO slab with the models'
+own graphs (cutoff and neighbour limit), one CPU thread, interleaved, TorchScript / torch.export / eager:
+PaiNN-small (−∇E) 394 / 431 / 424; SchNet (paper) 312 / 304 / 305; PaiNN 16×2 (−∇E) 9.0 / 11.3 / 10.7; SchNet
+tiny 7.8 / 9.2 / 8.3. TorchScript is 7–20 % faster than torch.export except for the paper SchNet (a tie within
+3 %). ``torch.export`` also cannot trace ``torch.autograd.grad``, so its forces need eager
 autograd outside the exported graph, and its dynamic sizes have lower bounds (no 1-atom or 1-edge structure); a
 scripted module computes −∇E inside, takes any size, and runs with torch alone. torch 2.13 marks TorchScript
 deprecated (augkd silences that warning): should a later torch drop it, ``Potential`` minus its autograd call is
