@@ -125,7 +125,7 @@ def train_drift_student(folder: Path, steps: int) -> Path:
     return folder / "drift.pt"
 
 
-def nve_drift(student: Path, picoseconds: float, threads: int) -> dict:
+def nve_drift(student: Path, picoseconds: float, threads: int, label: str) -> dict:
     from augkd.calculator import AugkdCalculator
     from augkd.student.md import MDSettings, run_md
 
@@ -139,7 +139,7 @@ def nve_drift(student: Path, picoseconds: float, threads: int) -> dict:
         table = np.genfromtxt(log, delimiter=",", names=True)
     total = np.atleast_1d(table["etot_eV"]) / len(atoms)
     return {
-        "student": str(student), "atoms": len(atoms), "ps": result.time_fs / 1000, "timestep_fs": 1.0,
+        "student": label, "atoms": len(atoms), "ps": result.time_fs / 1000, "timestep_fs": 1.0,
         "stable": result.stable, "drift_meV_per_atom_per_ps": round(result.drift_mev_per_atom_ps or 0.0, 5),
         "max_deviation_meV_per_atom": round(float(np.abs(total - total[0]).max() * 1000), 5),
         "mean_temperature_K": round(float(np.mean(table["temperature_K"])), 1),
@@ -195,7 +195,9 @@ def main() -> None:
         drift = None
         if args.drift_ps > 0:
             student = args.student or train_drift_student(folder, args.drift_train_steps)
-            drift = nve_drift(student, args.drift_ps, threads[0])
+            label = str(args.student) if args.student else (
+                f"painn-tiny (32x2, -gradE, no neighbour limit) trained here for {args.drift_train_steps} steps on EMT")
+            drift = nve_drift(student, args.drift_ps, threads[0], label)
 
     def table(values: dict[str, float], digits: int = 3) -> dict:
         out: dict = {}
