@@ -140,7 +140,7 @@ def nve_drift(student: Path, picoseconds: float, threads: int, label: str) -> di
     total = np.atleast_1d(table["etot_eV"]) / len(atoms)
     return {
         "student": label, "atoms": len(atoms), "ps": result.time_fs / 1000, "timestep_fs": 1.0,
-        "stable": result.stable, "drift_meV_per_atom_per_ps": round(result.drift_mev_per_atom_ps or 0.0, 5),
+        "stable": result.stable, "reason": result.reason, "drift_meV_per_atom_per_ps": round(result.drift_mev_per_atom_ps or 0.0, 5),
         "max_deviation_meV_per_atom": round(float(np.abs(total - total[0]).max() * 1000), 5),
         "mean_temperature_K": round(float(np.mean(table["temperature_K"])), 1),
         "neighbor_builds": calculator.neighbors.builds, "steps_per_s": round(result.steps_per_s, 2),
