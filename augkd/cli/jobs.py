@@ -74,7 +74,7 @@ def _generate_job(args: argparse.Namespace):
     workers = values.pop("workers", 1)
     config = GenerateConfig.from_dict(values)
     note = config.relaxer_choice.note
-    if note and not getattr(args, "quiet", False):
+    if note and not args.quiet:
         print(f"augkd: {note}", file=sys.stderr)
     return GenerateJob(config, device=_device(args)), workers
 
@@ -295,6 +295,7 @@ def _add_array_arguments(submit: argparse.ArgumentParser) -> None:
     submit.add_argument("--template", help="sbatch template with {{array}}, {{augkd}}, {{args}}")
     submit.add_argument("--augkd", help="command that runs augkd in a task (default: this Python)")
     submit.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
+    submit.add_argument("--quiet", action="store_true", help="accepted as in the job's command (tasks never show progress)")
     add_threads_argument(submit, "torch threads per task (default: the task's --cpus-per-task)")
 
 
