@@ -23,7 +23,8 @@ from augkd.generators.jitter import EXECUTION_FIELDS, JitterConfig, jitter_frame
 from augkd.generators.jitter import prepare as prepare_jitter
 from augkd.generators.label import LabelConfig, check_teacher_offers, label_frames
 from augkd.io.arrays import encode_array
-from augkd.io.dataset import DatasetWriter, load_manifest, read_frames, shard_paths
+from augkd.io.aselmdb import read_aselmdb
+from augkd.io.dataset import checked_shard, load_manifest
 from augkd.teachers import resolve_device
 
 # progress(units_done, rows_kept): units are the job's own (systems for generate, input rows otherwise)
@@ -138,7 +139,8 @@ class SourceJob(ShardJob):
         }
 
     def source_frames(self, index: int) -> list:
-        return list(read_frames(shard_paths(self.source)[index]))
+        # only this task's input shard is checked: a SLURM array task must not hash every shard of the input
+        return list(read_aselmdb(checked_shard(self.source, self._manifest["shards"][index])))
 
 
 @lru_cache(maxsize=2)
