@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -205,8 +206,14 @@ class MissingShardError(DamagedShardError, FileNotFoundError):
 _DAMAGE = (lmdb.Error, zlib.error, ValueError, KeyError, TypeError, UnicodeDecodeError, IndexError)
 
 
-def _damage_reason(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'unreadable'}"
+@contextmanager
+def _damage_named(path: str | Path) -> Iterator[None]:
+    """Errors that bytes which are not a sound shard raise become one ``DamagedShardError`` naming ``path``."""
+    try:
+        yield
+    except _DAMAGE as error:
+        detail = str(error).splitlines()[0] if str(error) else "unreadable"
+        raise DamagedShardError(path, f"{type(error).__name__}: {detail}") from None
 
 
 def _open_readonly(path: str | Path) -> lmdb.Environment:
@@ -214,10 +221,8 @@ def _open_readonly(path: str | Path) -> lmdb.Environment:
     if not path.is_file():
         raise MissingShardError(path)
     # as the backend opens it read-only, and without a lock file: readers never leave anything beside a shard
-    try:
+    with _damage_named(path):
         return lmdb.open(str(path), subdir=False, readonly=True, lock=False, meminit=False, readahead=True)
-    except lmdb.Error as error:
-        raise DamagedShardError(path, _damage_reason(error)) from None
 
 
 def _row_ids(txn: lmdb.Transaction) -> list[int]:
@@ -239,10 +244,8 @@ def read_aselmdb(path: str | Path) -> Iterator[LabelledFrame]:
     env = _open_readonly(path)
     try:
         with env.begin(buffers=True) as txn:
-            try:
+            with _damage_named(path):
                 row_ids = _row_ids(txn)
-            except _DAMAGE as error:
-                raise DamagedShardError(path, _damage_reason(error)) from None
             for row_id in row_ids:
                 yield _read_row(txn, row_id, path)
     finally:
@@ -250,24 +253,24 @@ def read_aselmdb(path: str | Path) -> Iterator[LabelledFrame]:
 
 
 def _read_row(txn: lmdb.Transaction, row_id: int, path: str | Path) -> LabelledFrame:
-    try:
+    with _damage_named(path):
         raw = txn.get(str(row_id).encode("ascii"))
         if raw is None:
             raise KeyError(f"row {row_id} missing")
         return _frame(_decode_row(zlib.decompress(raw)), row_id, path)
-    except _DAMAGE as error:
-        raise DamagedShardError(path, _damage_reason(error)) from None
+
+
+def _shard_row_ids(path: str | Path) -> list[int]:
+    env = _open_readonly(path)
+    try:
+        with _damage_named(path), env.begin() as txn:
+            return _row_ids(txn)
+    finally:
+        env.close()
 
 
 def count_aselmdb(path: str | Path) -> int:
-    env = _open_readonly(path)
-    try:
-        with env.begin() as txn:
-            return len(_row_ids(txn))
-    except _DAMAGE as error:
-        raise DamagedShardError(path, _damage_reason(error)) from None
-    finally:
-        env.close()
+    return len(_shard_row_ids(path))
 
 
 # A JSON integer of 19 or more digits may lie outside 64 bits, where orjson reads a float and json an int. Such a
@@ -357,14 +360,7 @@ class AselmdbReader:
         self.path = Path(path)
         self._env: lmdb.Environment | None = None
         self._pid = -1
-        env = _open_readonly(self.path)
-        try:
-            with env.begin() as txn:
-                self._ids = _row_ids(txn)
-        except _DAMAGE as error:
-            raise DamagedShardError(self.path, _damage_reason(error)) from None
-        finally:
-            env.close()
+        self._ids = _shard_row_ids(self.path)
 
     def __len__(self) -> int:
         return len(self._ids)
