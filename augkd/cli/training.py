@@ -87,24 +87,12 @@ def _train(args: argparse.Namespace) -> int:
             values["kd"]["losses"] = _parse_kd(args.kd)
         except ValueError:
             raise AugkdError(f"--kd {args.kd!r}: write name:lambda pairs, e.g. n2n:100,vanilla1:1") from None
-    _check_datasets(values["data"])
     if args.lr is not None:
         values["optim"]["lr"] = args.lr
     trainer = Trainer(TrainConfig.from_dict(values), args.out)
     result = trainer.fit(progress=not args.quiet)
     print(json.dumps({"run": str(args.out), **result}))
     return 0
-
-
-def _check_datasets(data: dict) -> None:
-    """A missing, foreign or damaged dataset is named before the run directory is made."""
-    from augkd.io.dataset import shard_paths
-
-    paths = [*data["train"], *data["synthetic"], *data["val"]]
-    for source in data["sources"]:
-        paths += source["path"] if isinstance(source["path"], list) else [source["path"]]
-    for path in paths:
-        shard_paths(path)
 
 
 def _local_ranks() -> int:
