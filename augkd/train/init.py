@@ -14,7 +14,10 @@ from augkd.errors import ConfigError
 
 def checkpoint_model(path: str | Path) -> tuple[str, dict[str, Any]]:
     """The model name and settings stored in ``path`` (a model checkpoint or a run's last.pt)."""
-    payload = _load(path)
+    return _model_of(_load(path))
+
+
+def _model_of(payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if payload.get("format") == "augkd-model":
         return payload["name"], dict(payload["config"])
     model = json.loads(payload["config"])["model"]
@@ -29,7 +32,7 @@ def initial_weights(path: str | Path, student: torch.nn.Module) -> tuple[dict[st
     from augkd.kd.heads import strip_kd_heads
 
     payload = _load(path)
-    name, _ = checkpoint_model(path)
+    name, _ = _model_of(payload)
     if name != student.name:
         raise ConfigError(f"--init-from {path} holds model '{name}', this run trains '{student.name}'")
     if payload.get("format") == "augkd-model":
