@@ -217,7 +217,7 @@ class Trainer:
         weights, normalizer = initial_weights(path, self.student)
         fitted = {name: buffer.clone() for name, buffer in self.student.named_buffers()
                   if name in ("energy_shift", "energy_scale", "force_scale")}
-        missing, unexpected = self.student.load_state_dict(weights, strict=False)
+        _, unexpected = self.student.load_state_dict(weights, strict=False)
         if unexpected:
             raise ConfigError(f"--init-from {path}: weights {unexpected[:5]} do not fit model {self.student.name}")
         if keep_normalizer and normalizer is not None:
@@ -421,8 +421,8 @@ class Trainer:
             if targets is not None:
                 if self.kd.needs_calibration:
                     start = self.kd.parts(output, targets, info, self.heads, sample_weight=weights)
-                    lambdas = self.kd.calibrate({k: float(v.detach()) for k, v in start.items()}, float(loss.detach()))
-                    self._record_lambdas(lambdas)
+                    self.kd.calibrate({k: float(v.detach()) for k, v in start.items()}, float(loss.detach()))
+                    self._record_lambdas()
                 kd_loss, kd_parts = self.kd(output, targets, info, self.heads, sample_weight=weights)
                 loss = loss + kd_loss
                 log.update({f"kd_{k}": v for k, v in kd_parts.items()})
@@ -447,16 +447,18 @@ class Trainer:
         log.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=self.optimizer.param_groups[0]["lr"])
         return log
 
-    def _record_lambdas(self, lambdas: dict[str, float]) -> None:
+    def _record_lambdas(self) -> None:
         """The λ that ``auto`` chose: on stderr and in ``config.json`` (``resolved.kd_lambdas``)."""
         if self.rank != 0:
             return
-        print("augkd: KD λ chosen by auto: " + ", ".join(f"{k} {v:.4g}" for k, v in lambdas.items()), file=sys.stderr)
-        self._write_config(lambdas)
+        chosen = ", ".join(f"{k} {v:.4g}" for k, v in self.kd.lambdas.items())
+        print(f"augkd: KD λ chosen by auto: {chosen}", file=sys.stderr)
+        self._write_config()
 
-    def _write_config(self, lambdas: dict[str, float] | None = None) -> None:
+    def _write_config(self) -> None:
+        """``config.json``: the run's settings, plus every λ known so far (``auto`` once it has been chosen)."""
         values = dict(self.config.values)
-        lambdas = lambdas if lambdas is not None else {k: v for k, v in self.kd.lambdas.items() if v is not None}
+        lambdas = {k: v for k, v in self.kd.lambdas.items() if v is not None}
         if lambdas:
             values["resolved"] = {"kd_lambdas": lambdas}
         self.run_dir.mkdir(parents=True, exist_ok=True)
