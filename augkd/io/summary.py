@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from augkd.io.arrays import decode_array, is_encoded_array
+from augkd.io.arrays import is_encoded_array
 from augkd.io.dataset import load_manifest, read_frames
 
 
@@ -59,8 +59,12 @@ def _cached_outputs(data: dict) -> dict[str, str]:
     for name, value in arrays.items():
         if value is None:
             continue
-        array = decode_array(value) if is_encoded_array(value) else np.asarray(value)
-        found[name] = f"{array.dtype} {tuple(array.shape[1:])}" if array.ndim else str(array.dtype)
+        if is_encoded_array(value):  # dtype and shape travel beside the bytes: nothing to decode
+            dtype, shape = np.dtype(value["dtype"]), tuple(value["shape"])
+        else:
+            array = np.asarray(value)
+            dtype, shape = array.dtype, array.shape
+        found[name] = f"{dtype} {shape[1:]}" if shape else str(dtype)
     return found
 
 
