@@ -42,7 +42,6 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def register(commands) -> None:
     info = commands.add_parser("info", help="what a dataset holds, or a training run's sources, epochs and scores")
     info.add_argument("path", type=Path, help="dataset directory, or a training run directory")

@@ -11,6 +11,7 @@ from augkd.cli.common import add_threads_argument
 from augkd.errors import AugkdError
 from augkd.vocabulary import teacher_help
 
+
 def _teacher_kwargs(text: str) -> dict:
     """``--teacher-kwargs``: a JSON object, or a one-line error."""
     try:
@@ -20,6 +21,7 @@ def _teacher_kwargs(text: str) -> dict:
     if not isinstance(kwargs, dict):
         raise AugkdError(f"--teacher-kwargs {text!r} is not a JSON object")
     return kwargs
+
 
 def _batch_atoms(text: str | None):
     """``--batch-atoms``: a positive integer or ``auto``."""
@@ -312,7 +314,6 @@ JOB_HELP = {
 }
 OVERRIDES_HELP = "hydra-style overrides, e.g. filters.max_abs_force=30"
 TEACHER_KWARGS_HELP = "JSON object of keyword arguments for the teacher (ase: and fairchem: teachers)"
-
 
 
 def register(commands) -> None:

@@ -10,6 +10,7 @@ from augkd.cli.common import DEVICE_HELP, add_threads_argument
 from augkd.errors import AugkdError
 from augkd.vocabulary import kd_help, teacher_help
 
+
 def _parse_kd(text: str) -> list[dict]:
     """``n2n:100,vanilla1:1`` or ``n2n:auto`` → KD loss terms."""
     terms = []
@@ -127,7 +128,6 @@ def _analyze_cka(args: argparse.Namespace) -> int:
     print(analyze_cka(args.model_a, args.model_b, args.data, args.out))
     print(f"heat map: {args.out}")
     return 0
-
 
 
 def register(commands) -> None:
