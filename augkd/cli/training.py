@@ -113,8 +113,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    from augkd.threads import set_threads
     from augkd.train.analysis import plot_run
 
+    set_threads(args.threads)
     for path in plot_run(args.run_dir, args.data):
         print(path)
     return 0
@@ -178,6 +180,7 @@ def register(commands) -> None:
     plot = commands.add_parser("plot", help="learning curves (and parity plots with --data) of a training run")
     plot.add_argument("run_dir", type=Path, metavar="RUN", help="training run directory")
     plot.add_argument("--data", nargs="+", type=Path, help="dataset for parity plots of the best checkpoint")
+    add_threads_argument(plot)
     plot.set_defaults(run=_plot)
 
     analyze = commands.add_parser("analyze", help="model analyses")
