@@ -28,8 +28,9 @@ class AtomwiseOutput:
 
 def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
     """Sum rows of ``values`` into ``size`` bins along dim 0 (messages onto their centre atom)."""
-    out = values.new_zeros((size, *values.shape[1:]))
-    return out.index_add_(0, index, values)
+    shape = list(values.shape)  # written so that TorchScript compiles it
+    shape[0] = size
+    return values.new_zeros(shape).index_add_(0, index, values)
 
 
 def parse_feature_layer(value: str | None, kinds: str, num_blocks: int, default: str) -> tuple[str, int]:
@@ -53,8 +54,14 @@ class AtomisticModel(nn.Module):
     and ``feature_shapes``. ``name`` is the registry name (``build_model`` sets it).
     """
 
-    name: str = ""
-    direct_forces: bool = False
+    # plain class attributes (no annotations): TorchScript would try to resolve them when the model is scripted
+    name = ""
+    direct_forces = False
+    # True: the model runs on one radius graph (cutoff, max_neighbors) and implements ``atomwise``, so a neighbour
+    # list can come from outside (``augkd.models.potential.Potential``: MD with a Verlet skin, TorchScript export)
+    edge_list = False
+    # properties TorchScript must not compile (they build Python objects)
+    __jit_unused_properties__ = ["config", "needs_data_fit"]
 
     def __init__(self, settings):
         super().__init__()
@@ -104,6 +111,17 @@ class AtomisticModel(nn.Module):
     def body(self, atomic_numbers: torch.Tensor, graph: Graph) -> AtomwiseOutput:
         raise NotImplementedError
 
+    def atomwise(
+        self, atomic_numbers: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor, edge_dist: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """``body`` on one radius graph given as tensors: (raw atom energies, raw direct forces or None, features).
+
+        Only models with ``edge_list = True`` implement it (and then their ``body`` calls it); written so that
+        TorchScript compiles it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} builds more than one graph and has no atomwise()")
+
+    @torch.jit.unused  # batches and dataclasses stay in Python; ``Potential`` is the scripted entry
     def forward(self, batch) -> ModelOutput:
         gradient_forces = not self.direct_forces
         pos = batch.pos

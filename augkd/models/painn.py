@@ -1,8 +1,10 @@
 """PaiNN (Schütt, Unke, Gastegger 2021): scalar s (N, C) and equivariant vector v (N, 3, C) features.
 
 Each layer is a message block (M) then an update block (U):
-- M: from neighbour j to centre i, φ(s_j) ⊙ W(|r_ij|) is split into (a, b, c):
+- M: from neighbour j to centre i, φ(s_j) ⊙ W(|r_ij|) f_c(|r_ij|) is split into (a, b, c):
   Δs_i = Σ_j a,  Δv_i = Σ_j b ⊙ v_j + c ⊙ u_ij   (u_ij = r_ij/|r_ij|, pointing from i to j).
+  W is a linear map of the radial basis (with a bias); the cosine cutoff f_c multiplies its output (schnetpack's
+  form), so a message vanishes as its neighbour reaches r_c and the energy is continuous there (needed for MD).
 - U: with U v, V v channel mixes (no bias, so they commute with rotations) and (a_vv, a_sv, a_ss) = MLP(s, |V v|):
   Δv = a_vv ⊙ U v,  Δs = a_ss + a_sv ⊙ ⟨U v, V v⟩.
 Energies: an MLP on s per atom. Direct forces (``direct_forces``, the paper's OC20 setting): two gated equivariant
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Dict, Optional, Tuple  # TorchScript reads typing's generics in signatures
 
 import torch
 from torch import nn
@@ -47,9 +50,9 @@ class PaiNNSettings:
     feature_layer: str | None = None  # "U<k>" / "M<k>": after update/message block k; None: the last U
 
 
-def vector_norm(v: torch.Tensor) -> torch.Tensor:
+def vector_norm(v: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
     """|v| over the xyz axis of (N, 3, C) → (N, C)."""
-    return torch.sqrt((v * v).sum(dim=1) + NORM_EPS)
+    return torch.sqrt((v * v).sum(dim=1) + eps)
 
 
 class Message(nn.Module):
@@ -60,9 +63,17 @@ class Message(nn.Module):
         self.filter = nn.Linear(num_rbf, 3 * channels)
         self.message_norm = message_norm
 
-    def forward(self, s, v, edge_basis, unit_vec, graph: Graph):
-        source, target = graph.edge_index
-        x = self.scalar_net(s)[source] * self.filter(edge_basis)
+    def forward(
+        self,
+        s: torch.Tensor,
+        v: torch.Tensor,
+        edge_basis: torch.Tensor,
+        edge_cutoff: torch.Tensor,
+        unit_vec: torch.Tensor,
+        source: torch.Tensor,
+        target: torch.Tensor,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = self.scalar_net(s)[source] * (self.filter(edge_basis) * edge_cutoff.unsqueeze(-1))
         ds, dv_v, dv_u = torch.split(x, self.channels, dim=-1)
         dv = dv_v.unsqueeze(1) * v[source] + dv_u.unsqueeze(1) * unit_vec.unsqueeze(-1)
         n = s.shape[0]
@@ -82,7 +93,7 @@ class Update(nn.Module):
             nn.Linear(2 * channels, channels), nn.SiLU(), nn.Linear(channels, 3 * channels)
         )
 
-    def forward(self, s, v):
+    def forward(self, s: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         uv, vv = self.mix_u(v), self.mix_v(v)
         a_vv, a_sv, a_ss = torch.split(self.scalar_net(torch.cat([s, vector_norm(vv)], dim=-1)), self.channels, -1)
         return s + a_ss + a_sv * (uv * vv).sum(dim=1), v + a_vv.unsqueeze(1) * uv
@@ -101,7 +112,7 @@ class GatedEquivariantBlock(nn.Module):
         )
         self.scalar_activation = nn.SiLU() if scalar_activation else nn.Identity()
 
-    def forward(self, s, v):
+    def forward(self, s: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         context = torch.cat([s, vector_norm(self.mix_norm(v))], dim=-1)
         s_out, gate = torch.split(self.scalar_net(context), self.out_channels, dim=-1)
         return self.scalar_activation(s_out), gate.unsqueeze(1) * self.mix_out(v)
@@ -109,6 +120,7 @@ class GatedEquivariantBlock(nn.Module):
 
 class PaiNN(AtomisticModel):
     name = "painn"
+    edge_list = True
 
     def __init__(self, settings: PaiNNSettings | None = None):
         settings = settings or PaiNNSettings()
@@ -143,22 +155,32 @@ class PaiNN(AtomisticModel):
         return {"node": (channels,), "vector": (3, channels)}
 
     def body(self, atomic_numbers: torch.Tensor, graph: Graph) -> AtomwiseOutput:
+        energy, forces, features = self.atomwise(atomic_numbers, graph.edge_index, graph.edge_vec, graph.edge_dist)
+        return AtomwiseOutput(atom_energy=energy, forces=forces, features=features)
+
+    def atomwise(
+        self, atomic_numbers: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor, edge_dist: torch.Tensor
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Dict[str, torch.Tensor]]:
+        source, target = edge_index[0], edge_index[1]
+        unit_vec = edge_vec / edge_dist.clamp_min(1e-9).unsqueeze(-1)  # as Graph.unit_vec
         s = self.embedding(atomic_numbers)
         v = s.new_zeros((s.shape[0], 3, s.shape[1]))
-        edge_basis = self.rbf(graph.edge_dist) * self.cutoff_fn(graph.edge_dist).unsqueeze(-1)
-        unit_vec = graph.unit_vec
-        features = {}
-        for block, (message, update) in enumerate(zip(self.messages, self.updates), start=1):
-            s, v = message(s, v, edge_basis, unit_vec, graph)
-            if (self.feature_kind, self.feature_block) == ("M", block):
+        edge_basis = self.rbf(edge_dist)
+        edge_cutoff = self.cutoff_fn(edge_dist)
+        features: Dict[str, torch.Tensor] = {}
+        block = 0
+        for message, update in zip(self.messages, self.updates):
+            block += 1
+            s, v = message(s, v, edge_basis, edge_cutoff, unit_vec, source, target)
+            if self.feature_kind == "M" and self.feature_block == block:
                 features = {"node": s, "vector": v}
             s, v = update(s, v)
-            if (self.feature_kind, self.feature_block) == ("U", block):
+            if self.feature_kind == "U" and self.feature_block == block:
                 features = {"node": s, "vector": v}
-        forces = None
+        forces: Optional[torch.Tensor] = None
         if self.force_head is not None:
             fs, fv = s, v
             for gated in self.force_head:
                 fs, fv = gated(fs, fv)
             forces = fv.squeeze(-1)
-        return AtomwiseOutput(atom_energy=self.energy_head(s).squeeze(-1), forces=forces, features=features)
+        return self.energy_head(s).squeeze(-1), forces, features

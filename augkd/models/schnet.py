@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Dict, Optional, Tuple  # TorchScript reads typing's generics in signatures
 
 import torch
 from torch import nn
@@ -53,9 +54,10 @@ class Interaction(nn.Module):
         self.update = nn.Sequential(nn.Linear(filters, hidden), ShiftedSoftplus(), nn.Linear(hidden, hidden))
         self.message_norm = message_norm
 
-    def forward(self, h: torch.Tensor, rbf: torch.Tensor, graph: Graph) -> torch.Tensor:
-        source, target = graph.edge_index
-        weights = self.filter_net(rbf) * self.cutoff_fn(graph.edge_dist).unsqueeze(-1)
+    def forward(
+        self, h: torch.Tensor, rbf: torch.Tensor, edge_dist: torch.Tensor, source: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
+        weights = self.filter_net(rbf) * self.cutoff_fn(edge_dist).unsqueeze(-1)
         messages = self.to_filters(h)[source] * weights
         return h + self.update(scatter_sum(messages, target, h.shape[0]) * self.message_norm)
 
@@ -63,6 +65,7 @@ class Interaction(nn.Module):
 class SchNet(AtomisticModel):
     name = "schnet"
     direct_forces = False
+    edge_list = True
 
     def __init__(self, settings: SchNetSettings | None = None):
         settings = settings or SchNetSettings()
@@ -84,11 +87,21 @@ class SchNet(AtomisticModel):
         return {"node": (self.settings.hidden_channels,)}
 
     def body(self, atomic_numbers: torch.Tensor, graph: Graph) -> AtomwiseOutput:
+        energy, forces, features = self.atomwise(atomic_numbers, graph.edge_index, graph.edge_vec, graph.edge_dist)
+        return AtomwiseOutput(atom_energy=energy, forces=forces, features=features)
+
+    def atomwise(
+        self, atomic_numbers: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor, edge_dist: torch.Tensor
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Dict[str, torch.Tensor]]:
+        source, target = edge_index[0], edge_index[1]
         h = self.embedding(atomic_numbers)
-        rbf = self.rbf(graph.edge_dist)
-        features = {}
-        for block, interaction in enumerate(self.interactions, start=1):
-            h = interaction(h, rbf, graph)
+        rbf = self.rbf(edge_dist)
+        features: Dict[str, torch.Tensor] = {}
+        block = 0
+        for interaction in self.interactions:
+            block += 1
+            h = interaction(h, rbf, edge_dist, source, target)
             if block == self.feature_block:
                 features["node"] = h
-        return AtomwiseOutput(atom_energy=self.output(h).squeeze(-1), forces=None, features=features)
+        forces: Optional[torch.Tensor] = None
+        return self.output(h).squeeze(-1), forces, features

@@ -1,0 +1,109 @@
+"""Shared by the student tests: EMT data and tiny students trained once per session.
+
+A module, not a conftest (tests import the top-level conftest by name): each test module's fixture asks here, and
+the first asker trains; later ones reuse the run.
+"""
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from augkd.cli import main
+from conftest import small_generate_args
+
+_CACHE: dict[str, Path] = {}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def emt_data(factory) -> Path:
+    if "data" not in _CACHE:
+        out = factory.mktemp("student-data") / "emt"
+        assert main(small_generate_args(out, systems=6, shards=2)) == 0
+        _CACHE["data"] = out
+    return _CACHE["data"]
+
+
+def trained_run(factory, direct_forces: bool = False) -> Path:
+    """A painn-tiny run (20 steps on EMT data): −∇E forces and no neighbour limit (a smooth energy) unless
+    ``direct_forces``, which trains the paper's direct-force head."""
+    key = f"run-{direct_forces}"
+    if key not in _CACHE:
+        run = factory.mktemp("student-run") / "run"
+        overrides = ["+model.overrides.direct_forces=true"] if direct_forces else [
+            "+model.overrides.direct_forces=false", "+model.overrides.max_neighbors=1000"]
+        argv = ["train", "--data", str(emt_data(factory)), "--model", "painn-tiny", "--steps", "20",
+                "--batch-size", "4", "--lr", "3e-3", "--out", str(run), "--quiet", *overrides]
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(argv) == 0
+        _CACHE[key] = run
+    return _CACHE[key]
+
+
+def exported(factory, direct_forces: bool = False) -> Path:
+    key = f"student-{direct_forces}"
+    if key not in _CACHE:
+        out = factory.mktemp("student-file") / "student.pt"
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["export", str(trained_run(factory, direct_forces)), "--out", str(out)]) == 0
+        _CACHE[key] = out
+    return _CACHE[key]
+
+
+def slab(size=(3, 3, 3), seed: int = 0, adsorbate: str = "O"):
+    """A Cu(111) slab with an adsorbate, bottom layer fixed, pbc (T, T, F), rattled by 0.05 Å."""
+    from ase.build import add_adsorbate, fcc111
+    from ase.constraints import FixAtoms
+
+    atoms = fcc111("Cu", size=size, vacuum=8.0)
+    bottom = atoms.positions[:, 2] < atoms.positions[:, 2].min() + 0.1
+    add_adsorbate(atoms, adsorbate, height=1.5, position="fcc")
+    atoms.set_constraint(FixAtoms(indices=np.flatnonzero(bottom)))
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``augkd ARGV`` in this process: (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def fresh_process_predictions(path: Path, structures: Path) -> list[dict]:
+    """Energies and forces from ``AugkdCalculator(path)`` in a new Python process, for each image of ``structures``."""
+    script = (
+        "import json, sys\n"
+        "from ase.io import read\n"
+        "from augkd.calculator import AugkdCalculator\n"
+        f"calc = AugkdCalculator({str(path)!r}, device='cpu', threads=1)\n"
+        "rows = []\n"
+        f"for atoms in read({str(structures)!r}, index=':'):\n"
+        "    atoms.calc = calc\n"
+        "    rows.append({'energy': atoms.get_potential_energy(), "
+        "'forces': atoms.get_forces(apply_constraint=False).tolist()})\n"
+        "print(json.dumps(rows))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def checkpoint_predictions(checkpoint: Path, atoms_list) -> list[tuple[float, np.ndarray]]:
+    """The checkpoint's own predictions (``AtomisticModel.forward`` on fairchem's graph), energy and forces."""
+    from augkd.models.checkpoint import load_model
+    from augkd.models.data import atoms_to_batch
+
+    model, _ = load_model(checkpoint)
+    outputs = []
+    for atoms in atoms_list:
+        with torch.no_grad():
+            output = model(atoms_to_batch([atoms]))
+        outputs.append((float(output.energy[0].detach()), output.forces.detach().numpy().astype(np.float64)))
+    return outputs

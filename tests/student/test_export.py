@@ -1,0 +1,117 @@
+"""``augkd export`` and ``AugkdCalculator``: the exported student predicts what its checkpoint predicts, in a fresh
+process; bad files give one-line errors."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from ase.io import write
+
+from augkd.calculator import AugkdCalculator
+from augkd.errors import AugkdError
+from augkd.models import build_model, save_model
+from augkd.student.export import FORMAT, export_student, load_student
+from student_helpers import exported, fresh_process_predictions, checkpoint_predictions, run_cli, slab, trained_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return trained_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    return exported(tmp_path_factory)
+
+
+def test_export_file_layout(run, student):
+    payload = torch.load(student, weights_only=True)  # plain tensors and values: no code runs on load
+    assert payload["format"] == FORMAT and payload["version"] == 1
+    assert payload["model"]["name"] == "painn-tiny" and payload["model"]["direct_forces"] is False
+    assert payload["neighbors"] == {"cutoff": 6.0, "max_neighbors": 1000, "skin": 1.0}
+    assert all(t.dtype == torch.float32 for t in payload["state_dict"].values() if t.is_floating_point())
+    assert not any("kd_heads" in key for key in payload["state_dict"])
+    assert payload["normalizer"]["force_scale"] > 0
+    assert payload["provenance"]["source"] == str(run / "checkpoints" / "final.pt")  # no validation: no best.pt
+    assert len(payload["provenance"]["source_sha256"]) == 64 and payload["provenance"]["step"] == 20
+    assert payload["torchscript"].dtype == torch.uint8 and payload["torchscript"].numel() > 1000
+
+
+def test_exported_student_equals_its_checkpoint_in_a_fresh_process(run, student, tmp_path):
+    structures = [slab(seed=1), slab((2, 2, 4), seed=2, adsorbate="H")]
+    write(tmp_path / "structures.traj", structures)
+    expected = checkpoint_predictions(run / "checkpoints" / "final.pt", structures)
+    got = fresh_process_predictions(student, tmp_path / "structures.traj")
+    for (energy, forces), row in zip(expected, got):
+        assert row["energy"] == pytest.approx(energy, abs=1e-5)
+        np.testing.assert_allclose(np.array(row["forces"]), forces, atol=1e-4)
+
+
+def test_every_source_of_a_student_predicts_the_same(run, student):
+    """Exported (scripted or eager), best.pt, the run directory, and last.pt's EMA weights (= final.pt)."""
+    atoms = slab(seed=3)
+    results = {}
+    for name, path, script in [("export", student, True), ("export-eager", student, False),
+                               ("final", run / "checkpoints" / "final.pt", True),
+                               ("last", run / "checkpoints" / "last.pt", True)]:
+        calc = AugkdCalculator(path, device="cpu", threads=1, torchscript=script)
+        assert isinstance(calc.potential, torch.jit.ScriptModule) == (name == "export")
+        atoms.calc = calc
+        results[name] = (atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False))
+    assert results["export-eager"][0] == pytest.approx(results["export"][0], abs=1e-5)
+    np.testing.assert_allclose(results["last"][1], results["final"][1], atol=1e-6)
+    assert results["last"][0] == pytest.approx(results["final"][0], abs=1e-6)
+
+
+def test_element_references_are_added_and_unseen_elements_warn(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("schnet-tiny")
+    refs = [0.0] * 119
+    refs[29], refs[8] = -3.5, -1.25
+    extra = {"element_refs": {"origins": {"dft": refs, "synthetic": [9.0] * 119}, "predict_origin": "dft"},
+             "species": [29], "teacher": {"name": "emt"}, "datasets": ["abc"], "val_metrics": {"force_mae": 0.1}}
+    plain = save_model(tmp_path / "plain.pt", model, {})
+    referenced = save_model(tmp_path / "refs.pt", model, extra)
+    out = export_student(referenced, tmp_path / "student.pt")
+    assert load_student(out).provenance["teacher"] == {"name": "emt"}
+    atoms = slab(seed=4)  # 27 Cu + 1 O
+    energies = {}
+    for name, path in (("plain", plain), ("export", out)):
+        atoms.calc = AugkdCalculator(path, device="cpu", threads=1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            energies[name] = atoms.get_potential_energy()
+        unseen = [str(w.message) for w in caught if "never saw" in str(w.message)]
+        assert unseen == ([] if name == "plain" else [f"{out}: the structure holds O, which the student never saw "
+                                                        "in training"])
+    assert energies["export"] - energies["plain"] == pytest.approx(27 * -3.5 - 1.25, abs=1e-4)
+
+
+def test_non_finite_weights_are_refused_with_the_tensor_named(tmp_path, capsys):
+    model = build_model("schnet-tiny")
+    with torch.no_grad():
+        model.interactions[1].update[0].weight[0, 0] = float("nan")
+    path = save_model(tmp_path / "nan.pt", model)
+    status, _, err = run_cli(["export", path, "--out", tmp_path / "student.pt"], capsys)
+    assert status == 2
+    assert err.strip() == (f"augkd: error: {path}: weight tensor interactions.1.update.0.weight holds NaN or inf "
+                           "values; refusing this student")
+    with pytest.raises(AugkdError, match="interactions.1.update.0.weight"):
+        AugkdCalculator(path)
+    assert not (tmp_path / "student.pt").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "text", "foreign-dict", "empty-run"])
+def test_bad_student_files_give_one_line_errors(kind, tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    if kind == "text":
+        path.write_text("not a checkpoint")
+    elif kind == "foreign-dict":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif kind == "empty-run":
+        path = tmp_path / "run"
+        path.mkdir()
+    status, _, err = run_cli(["export", path, "--out", tmp_path / "student.pt"], capsys)
+    assert status == 2 and err.count("\n") == 1 and err.startswith("augkd: error: ")
+    assert str(path) in err
