@@ -1,0 +1,5 @@
+import sys
+
+from augkd.cli import main
+
+sys.exit(main())
