@@ -84,7 +84,7 @@ STUDENTS = {
 PROFILES = {
     "quick": {"seeds": "0", "steps": 300, "batch_size": 8, "lr": 2e-3, "ema_decay": 0.99, "scheduler": "constant",
               "d1m_systems": 4, "d1m_steps": 30, "d1m_max_atoms": 48, "rattle_copies": 2, "rattle_norm": 0.1,
-              "adv_norm": 0.1, "alphas": "0.5", "ratios": "1,0.3", "md_steps": 20, "md_repeats": 2, "jobs": 2},
+              "adv_norm": 0.1, "alphas": "0.5", "ratios": "1,0.3", "md_steps": 10, "md_repeats": 2, "jobs": 2},
     "full": {"seeds": "0,1,2", "steps": 3000, "batch_size": 8, "lr": 1e-3, "ema_decay": 0.999,
              "scheduler": "exponential", "d1m_systems": 40, "d1m_steps": 60, "d1m_max_atoms": 60,
              "rattle_copies": 4, "rattle_norm": 0.1, "adv_norm": 0.1, "alphas": "0.25,0.5,0.75", "ratios": "1,0.3",
@@ -588,6 +588,9 @@ def main(argv: list[str] | None = None) -> dict:
     figures = []
     for name in configs:
         run = out / name / f"seed{args.seed_list[0]}" / "run"
+        if (plots / f"learning_curves_{name}.png").is_file():
+            figures.append(str(plots / f"learning_curves_{name}.png"))
+            continue
         try:
             augkd(["plot", run, "--threads", 1], out / "plot-log.txt")
             shutil.copyfile(run / "learning_curves.png", plots / f"learning_curves_{name}.png")
