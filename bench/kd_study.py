@@ -34,7 +34,7 @@ Prints the paper-style table (mean ± std), then ONE JSON line (also written to 
 --lambdas 0.3,1,3, --systems 60, --teacher-steps 2000. Sizes default to what runs in ~15 minutes on 2 CPU cores
 without it (scaled-down models: PaiNN teacher 64 hidden × 3 layers, GemNet-OC teacher: the tiny preset with 32/32
 atom/edge embeddings, student PaiNN 16 × 2); pass --teacher-model painn (or gemnet-oc) --student-model painn-small
-for the paper's sizes on a GPU. Rerunning with the same --out reuses data, the teacher and finished runs.
+for the paper's sizes on a GPU. Rerunning with the same --out reuses data and resumes (or re-exports) runs.
 """
 
 from __future__ import annotations
@@ -204,8 +204,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     def run(name: str, model: str, steps: int, overrides: dict, seed: int, **sections) -> Path:
         final = out / name / "checkpoints" / "final.pt"
-        if final.is_file():
-            return final
         values = compose("train", "default", [f"steps={steps}", "batch_size=8", "eval_every=100",
                                               "checkpoint_every=100", "optim.lr=2e-3", "optim.ema_decay=0.99",
                                               f"seed={seed}", f"model.name={model}"])
@@ -227,8 +225,9 @@ def main(argv: list[str] | None = None) -> dict:
             skipped[name] = f"teacher {args.teacher_model} has no features for {', '.join(missing)}"
         else:
             served.append(losses)
-    features = sorted({teacher_feature(loss, shapes) for c in served for loss in c} - {""})
-    labelled = out / ("data-train-labelled" + "".join(f"-{f}" for f in features))
+    # one labelled set with every output any loss can use from this teacher, whatever --kd asks this time
+    features = sorted({teacher_feature(loss, shapes) for loss in LOSSES} - {"", None})
+    labelled = out / "data-train-labelled-all"
     if served and not (labelled / "manifest.json").exists():
         assert augkd(["label", str(train), "--teacher", f"ckpt:{teacher}", "--features", ",".join(features) or "node",
                       "--out", str(labelled), "--quiet", "--threads", str(args.threads)]) == 0

@@ -46,6 +46,7 @@ def toy_frames(metal: str, adsorbate: str, sid: str, frames: int, seed: int):
         atoms.calc = EMT()
         energy, forces = atoms.get_potential_energy(), atoms.get_forces(apply_constraint=False)
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        atoms.info.pop("adsorbate_info", None)  # not extxyz-writable
         atoms.info.update({"sid": sid, "fid": fid})
         out.append(atoms)
     return out
