@@ -16,6 +16,7 @@ from augkd.io.aselmdb import AselmdbReader
 from augkd.io.arrays import decode_array, is_encoded_array
 from augkd.io.dataset import shard_paths
 from augkd.records import LabelledFrame
+from augkd.train.element_refs import ElementReferences
 
 
 @dataclass
@@ -58,7 +59,15 @@ class FrameDataset(torch.utils.data.Dataset):
 
     ``origin`` overrides the rows' own ``origin``. ``from_sources`` stacks several sources, each with its origin,
     one after another (the numbering ``augkd.mixers.MixtureSampler`` draws from); ``source_sizes`` are their rows.
+
+    Energies are referenced when ``references`` is set: a sample's energy is E − Σ n_Z c_{origin,Z} (the row's origin,
+    or the references' ``predict_origin`` for an origin they do not know), and cached teacher energies are
+    E_T − Σ n_Z t_Z with the teacher's own references ``teacher_refs`` (119 values by Z; per-atom energies − t_Z).
+    ``frame`` always gives the row as stored.
     """
+
+    references: ElementReferences | None = None
+    teacher_refs: np.ndarray | None = None
 
     def __init__(self, paths: Sequence[str | Path], origin: str | None = None):
         self._open([(paths, origin)])
@@ -92,21 +101,40 @@ class FrameDataset(torch.utils.data.Dataset):
         shard, row = self._locate(index)
         return self.readers[shard][row]
 
+    def origin(self, index: int, frame: LabelledFrame | None = None) -> str:
+        """The origin of row ``index`` (its source's, else the row's own)."""
+        shard, _ = self._locate(index)
+        frame = frame if frame is not None else self.frame(index)
+        return self._reader_origins[shard] or str(frame.data.get("origin", "unknown"))
+
+    def reference_origin(self, origin: str) -> str:
+        """Whose element references reference rows of ``origin``: its own, else the prediction origin."""
+        return origin if origin in self.references.origins else self.references.predict_origin
+
+    def referenced_energy(self, index: int, frame: LabelledFrame | None = None) -> float:
+        """Row ``index``'s energy as samples give it (eV): referenced when the dataset has references."""
+        frame = frame if frame is not None else self.frame(index)
+        if self.references is None:
+            return float(frame.energy)
+        origin = self.reference_origin(self.origin(index, frame))
+        return float(frame.energy) - self.references.energy(origin, frame.atoms.numbers)
+
     def __getitem__(self, index: int) -> Sample:
         from ase.calculators.singlepoint import SinglePointCalculator
         from fairchem.core.datasets.atomic_data import AtomicData
 
-        shard, row = self._locate(index)
-        frame = self.readers[shard][row]
+        frame = self.frame(index)
         atoms = frame.atoms
-        atoms.calc = SinglePointCalculator(atoms, energy=frame.energy, forces=frame.forces)
+        energy = self.referenced_energy(index, frame)
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=frame.forces)
         data = AtomicData.from_ase(atoms, r_energy=True, r_forces=True, r_stress=False, sid=str(frame.data.get("sid")))
-        return Sample(
-            data=data,
-            origin=self._reader_origins[shard] or str(frame.data.get("origin", "unknown")),
-            sid=str(frame.data.get("sid", index)),
-            teacher=cached_teacher_outputs(frame.data),
-        )
+        teacher = cached_teacher_outputs(frame.data)
+        if teacher is not None and self.teacher_refs is not None:
+            per_atom = torch.from_numpy(self.teacher_refs[atoms.numbers].astype(np.float32))
+            teacher["energy"] = teacher["energy"] - per_atom.sum()
+            if "atom_energy" in teacher:
+                teacher["atom_energy"] = teacher["atom_energy"] - per_atom
+        return Sample(data=data, origin=self.origin(index, frame), sid=str(frame.data.get("sid", index)), teacher=teacher)
 
 
 def cached_teacher_outputs(data: dict[str, Any]) -> dict[str, Any] | None:

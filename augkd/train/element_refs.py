@@ -20,6 +20,7 @@ Arrays are indexed by atomic number: 119 floats, index 0 unused (always 0). Unit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -240,3 +241,58 @@ def load_references(path: str | Path) -> ElementReferences:
         return ElementReferences.from_extra(document)
     except ConfigError as exc:
         raise ConfigError(f"element references {path}: {exc}") from None
+
+
+def evenly_spaced(start: int, stop: int, most: int) -> range:
+    """At most ``most`` indices spread evenly over start..stop-1 (a large source is fitted on a sample)."""
+    return range(start, stop, max(1, (stop - start) // most))
+
+
+def fit_source_references(dataset: Any, origins: Sequence[str], predict_origin: str,
+                          max_rows: int = 10000) -> ElementReferences:
+    """Every source's references fitted on its own (finite-energy) training rows; ``dataset`` stacks the sources in
+    the order of ``origins`` (``source_sizes``, ``frame(i)``), as the trainer's ``FrameDataset`` does."""
+    rows: dict[str, tuple[list, list]] = {}
+    start = 0
+    for origin, size in zip(origins, dataset.source_sizes):
+        numbers, energies = rows.setdefault(origin, ([], []))
+        for index in evenly_spaced(start, start + size, max_rows):
+            frame = dataset.frame(index)
+            if math.isfinite(frame.energy):
+                numbers.append(np.asarray(frame.atoms.numbers))
+                energies.append(float(frame.energy))
+        if not energies:
+            raise ConfigError(f"source {origin!r} has no row with a finite energy to fit element references on")
+        start += size
+    return fit_origin_references(rows, predict_origin)
+
+
+def fitted_teacher_references(numbers: Sequence[np.ndarray], energies: Sequence[float]) -> np.ndarray:
+    """The teacher's own references (119 values by Z), fitted on its energies of training structures."""
+    return fit_element_references(numbers, energies).refs
+
+
+def describe_references(references: ElementReferences) -> str:
+    """One line per origin: how well a linear model in the element counts describes its energies."""
+    from ase.data import chemical_symbols
+
+    lines = []
+    for origin, fit in sorted(references.fits.items()):
+        absent = " ".join(chemical_symbols[z] for z in fit.absent)
+        lines.append(f"element references of origin {origin!r}: fitted on {fit.rows} rows "
+                     f"({' '.join(chemical_symbols[z] for z in fit.elements)}), residual MAE {fit.mae:.3f} eV"
+                     + (f"; not in this origin, reference 0: {absent}" if absent else ""))
+    return "\n".join(lines)
+
+
+def reference_output(output: Any, batch: Any, refs: np.ndarray, sign: float = -1.0) -> Any:
+    """A model's or teacher's output (``ModelOutput``) for ``batch`` with Σ n_Z c_Z added (``sign`` +1) or
+    taken away (−1) from its energies and c_Z from its per-atom energies."""
+    import torch
+
+    per_atom = torch.as_tensor(refs, device=batch.atomic_numbers.device)[batch.atomic_numbers.long()]
+    shift = batch_reference_energies(refs, batch.atomic_numbers, batch.batch, len(output.energy))
+    changes = {"energy": output.energy + sign * shift.to(output.energy)}
+    if output.atom_energy is not None:
+        changes["atom_energy"] = output.atom_energy + sign * per_atom.to(output.atom_energy)
+    return dataclasses.replace(output, **changes)

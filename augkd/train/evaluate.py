@@ -10,6 +10,7 @@ import torch
 
 from augkd.errors import ConfigError
 from augkd.train.data import FrameDataset, iter_batches
+from augkd.train.element_refs import ElementReferences
 from augkd.train.metrics import MetricAccumulator, compare_table
 
 
@@ -31,17 +32,21 @@ def evaluate_checkpoints(
     from augkd.models.checkpoint import load_model
 
     dataset = FrameDataset(data)
-    results = {}
+    results, notes = {}, []
     for item in checkpoints:
         name, _, path = item.rpartition("=") if "=" in item else (Path(item).stem, "", item)
-        model, _ = load_model(path)
+        model, extra = load_model(path)
+        dataset.references = None
+        if extra.get("element_refs") is not None:
+            dataset.references = ElementReferences.from_extra(extra["element_refs"])
+            notes.append(f"{name}: {reference_note(dataset)}")
         results[name] = evaluate_model(model, dataset, batch_size)
     if compare:
         student, teacher = compare
         missing = [n for n in compare if n not in results]
         if missing:
             raise ConfigError(f"--compare names {missing} are not among the checkpoints {sorted(results)}")
-        return compare_table(results, student, teacher)
+        return "\n".join([compare_table(results, student, teacher), *notes])
     if as_json:
         return json.dumps(results)
     lines = []
@@ -50,4 +55,12 @@ def evaluate_checkpoints(
             f"{name}: energy MAE {metrics['energy_mae']:.1f} meV, force MAE {metrics['force_mae']:.1f} meV/Å, "
             f"force cos {metrics['force_cos']:.3f}, EFwT {metrics['efwt']:.2f} % ({metrics['n_systems']} systems)"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + notes)
+
+
+def reference_note(dataset: FrameDataset) -> str:
+    """Which element references the energies of ``dataset``'s rows are compared on (it has references)."""
+    origins = sorted({dataset.origin(i) for i in range(len(dataset))})
+    used = {origin: dataset.reference_origin(origin) for origin in origins}
+    parts = [f"origin {o!r}" + ("" if u == o else f" (not trained on: origin {u!r}'s)") for o, u in used.items()]
+    return f"energy MAE against the element references of {', '.join(parts)}"

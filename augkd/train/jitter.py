@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from augkd.errors import ConfigError
+from augkd.train.element_refs import reference_output
 from augkd.generators.jitter import (
     ATTACK_LOSSES,
     Student,
@@ -75,9 +76,12 @@ class OnlineJitter:
 
     def __init__(
         self, config: OnlineJitterConfig, *, seed: int, rank: int, alpha_energy: float, alpha_force: float,
-        energy_scale: float, force_scale: float,
+        energy_scale: float, force_scale: float, teacher_refs: Any = None,
     ):
         assert config.mode in ("rattle", "adversarial") and config.attack_loss in ATTACK_LOSSES
+        #: the teacher's element references (119 by Z) when the student learns referenced energies: the pseudo-loss
+        #: targets are referenced with them, and the attacked student is put back on the teacher's scale
+        self.teacher_refs = teacher_refs
         self.config = config
         self.seed, self.rank = seed, rank
         self.alpha_energy, self.alpha_force = alpha_energy, alpha_force
@@ -104,7 +108,8 @@ class OnlineJitter:
         if config.mode == "rattle":
             delta, _ = onto_sphere(directions, free, config.norm, directions)
         else:
-            attacked = Student(student, student.name, self.energy_scale, self.force_scale)
+            model = student if self.teacher_refs is None else _TeacherScale(student, self.teacher_refs)
+            attacked = Student(model, student.name, self.energy_scale, self.force_scale)
             delta, stats = adversarial_displacement(
                 sub, free, directions, torch.zeros(chosen, dtype=torch.bool), attacked, teacher, config.norm,
                 config.steps, None, config.attack_loss,
@@ -118,7 +123,10 @@ class OnlineJitter:
         from augkd.kd.losses import LossBatch, TeacherTargets, ocp_loss
 
         moved, _, stats = self.displaced_copy(data, student, teacher, step)
-        targets = TeacherTargets.from_output(teacher.predict(moved))
+        prediction = teacher.predict(moved)
+        if self.teacher_refs is not None:
+            prediction = reference_output(prediction, moved, self.teacher_refs, sign=-1.0)
+        targets = TeacherTargets.from_output(prediction)
         output = student(moved)
         pseudo, parts = ocp_loss(
             output.energy, output.forces, targets.energy.to(output.energy.device), targets.forces.to(output.forces.device),
@@ -139,7 +147,7 @@ def check_online_jitter(values: dict[str, Any]) -> OnlineJitterConfig:
     return config
 
 
-def online_jitter(values: dict[str, Any], rank: int, normalizer) -> OnlineJitter | None:
+def online_jitter(values: dict[str, Any], rank: int, normalizer, teacher_refs: Any = None) -> OnlineJitter | None:
     """The trainer's ``OnlineJitter`` for a resolved train config (None when ``jitter.mode`` is none)."""
     config = check_online_jitter(values)
     if not config.enabled:
@@ -147,5 +155,17 @@ def online_jitter(values: dict[str, Any], rank: int, normalizer) -> OnlineJitter
     return OnlineJitter(
         config, seed=values["seed"], rank=rank, alpha_energy=values["loss"]["energy_coef"],
         alpha_force=values["loss"]["force_coef"], energy_scale=normalizer.energy_scale,
-        force_scale=normalizer.force_scale,
+        force_scale=normalizer.force_scale, teacher_refs=teacher_refs,
     )
+
+
+class _TeacherScale(torch.nn.Module):
+    """A student that learns referenced energies, with the teacher's references added back: the attack compares it
+    with the teacher's own (unreferenced) outputs."""
+
+    def __init__(self, model: torch.nn.Module, teacher_refs: Any):
+        super().__init__()
+        self.model, self.teacher_refs = model, teacher_refs
+
+    def forward(self, data):
+        return reference_output(self.model(data), data, self.teacher_refs, sign=1.0)

@@ -22,12 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from augkd.errors import AugkdError, ConfigError
 from augkd.mixers import OriginStats, epoch_row, resolve_mixture
 from augkd.mixers.sources import check_mixture_config
 from augkd.train.data import FrameDataset, TrainBatch, collate
+from augkd.train.element_refs import (
+    ElementReferences, describe_references, evenly_spaced, fit_source_references, fitted_teacher_references,
+    load_references, reference_output,
+)
 
 SCHEDULERS = ("constant", "exponential", "step", "plateau")
 BEST_METRICS = {"energy_mae": False, "force_mae": False, "force_cos": True, "efwt": True}  # name -> higher is better
@@ -48,15 +53,18 @@ class Normalizer:
 
     @classmethod
     def fit(cls, dataset: FrameDataset, max_rows: int = 2000) -> "Normalizer":
-        """Statistics of (up to ``max_rows`` evenly spaced) finite rows; a bad row is the loss's to report."""
+        """Statistics of (up to ``max_rows`` evenly spaced) finite rows, energies as the samples give them
+        (referenced when the dataset has element references); a bad row is the loss's to report."""
         step = max(1, len(dataset) // max_rows)
-        frames = [dataset.frame(i) for i in range(0, len(dataset), step)]
-        frames = [f for f in frames if math.isfinite(f.energy) and torch.isfinite(torch.as_tensor(f.forces)).all()]
-        if not frames:
+        rows = [(dataset.frame(i), i) for i in range(0, len(dataset), step)]
+        rows = [(f, dataset.referenced_energy(i, f)) for f, i in rows
+                if math.isfinite(f.energy) and torch.isfinite(torch.as_tensor(f.forces)).all()]
+        if not rows:
             raise ConfigError("no row of the training set has finite energy and forces")
-        per_atom = torch.tensor([f.energy / len(f.atoms) for f in frames], dtype=torch.float64)
+        frames = [f for f, _ in rows]
+        per_atom = torch.tensor([e / len(f.atoms) for f, e in rows], dtype=torch.float64)
         mean = float(per_atom.mean())
-        residual = torch.tensor([f.energy - mean * len(f.atoms) for f in frames], dtype=torch.float64)
+        residual = torch.tensor([e - mean * len(f.atoms) for f, e in rows], dtype=torch.float64)
         forces = torch.cat([torch.as_tensor(f.forces[~f.fixed]) for f in frames])
         std = float(per_atom.std()) if len(frames) > 1 else 1.0
         energy_scale = float(residual.std()) if len(frames) > 1 else 1.0
@@ -93,6 +101,9 @@ class TrainConfig:
         if values["kd"]["losses"] and teacher["mode"] == "none":
             raise ConfigError("KD losses need a teacher: set teacher.mode to cached or online")
         check_mixture_config(values["data"], values["mixer"])
+        refs = values["data"].get("element_refs", "fit")
+        if refs not in ("fit", "none") and not Path(str(refs)).is_file():
+            raise ConfigError(f"data.element_refs {refs!r} is neither fit, none nor an element-references file")
         from augkd.train.jitter import check_online_jitter
 
         check_online_jitter(values)
@@ -145,6 +156,10 @@ class Trainer:
         self.student = build_model(config["model"]["name"], **config["model"]["overrides"])
         resuming = self.checkpoint_path.is_file()
         saved = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True) if resuming else None
+        self.references = self._element_references(saved)
+        self.train_set.references = self.references
+        if self.val_set is not None:
+            self.val_set.references = self.references
         if saved is not None:
             self.normalizer = Normalizer(**saved["normalizer"])
         else:
@@ -167,6 +182,10 @@ class Trainer:
             self.teacher = load_teacher(teacher_cfg["spec"], teacher_cfg["kwargs"], device=str(self.device))
             if not hasattr(self.teacher, "predict"):
                 raise ConfigError(f"teacher {self.teacher.identity.name} has no batched predict(); use cached mode")
+        self.teacher_refs = None
+        if self.references is not None and teacher_cfg["mode"] != "none":
+            self.teacher_refs = self._teacher_references(saved)
+            self.train_set.teacher_refs = self.teacher_refs
         self.kd = KDLoss(
             config["kd"]["losses"],
             alpha_energy=config["loss"]["energy_coef"],
@@ -175,7 +194,8 @@ class Trainer:
             force_scale=self.normalizer.force_scale,
             auto_fraction=config["kd"]["auto_lambda"] or 1.0,
         )
-        self.jitter = online_jitter(config.values, self.rank, self.normalizer)  # None unless jitter.mode is set
+        # None unless jitter.mode is set; its teacher targets are referenced as the KD ones are
+        self.jitter = online_jitter(config.values, self.rank, self.normalizer, self.teacher_refs)
         self.heads = None
         if len(self.kd):
             teacher_shapes = self._teacher_feature_shapes()
@@ -210,6 +230,63 @@ class Trainer:
             self._restore(saved)
 
     # -- set-up helpers ----------------------------------------------------------------------------------------
+    def _element_references(self, saved: dict[str, Any] | None) -> ElementReferences | None:
+        """Per-source element references (``data.element_refs``): fitted on each source's training rows, read from
+        a file, or none; a resumed run keeps those it started with."""
+        if saved is not None:
+            stored = saved.get("element_refs")
+            return ElementReferences.from_extra(stored) if stored is not None else None
+        data = self.config["data"]
+        setting = data.get("element_refs", "fit")
+        if setting == "none":
+            return None
+        origins = [source.origin for source in self.mixture.sources]
+        predict = data.get("predict_origin")
+        if predict is not None and predict not in origins:
+            raise ConfigError(f"data.predict_origin {predict!r} is not a training origin ({', '.join(origins)})")
+        loaded = None if setting == "fit" else load_references(setting)
+        if predict is None:
+            reference = self.config["mixer"]["reference_origin"]
+            stated = loaded.predict_origin if loaded is not None else reference
+            predict = stated if stated in origins else reference if reference in origins else origins[0]
+        if loaded is None:
+            references = fit_source_references(self.train_set, origins, predict)
+            if self.rank == 0:
+                print("augkd: " + describe_references(references).replace("\n", "\naugkd: "), file=sys.stderr)
+            return references
+        missing = [o for o in origins if o not in loaded.origins]
+        if missing:
+            raise ConfigError(f"element references {setting} have none for origin(s) {', '.join(missing)}")
+        return ElementReferences(loaded.origins, predict)
+
+    def _teacher_references(self, saved: dict[str, Any] | None, most_online: int = 128) -> np.ndarray:
+        """The teacher's own element references: fitted on its cached energies of training rows, else on its
+        predictions for up to ``most_online`` of them, so KD targets are referenced like the rows they teach."""
+        if saved is not None and saved.get("teacher_refs") is not None:
+            return np.asarray(saved["teacher_refs"], dtype=np.float64)
+        numbers, energies = [], []
+        for index in evenly_spaced(0, len(self.train_set), 10000):
+            frame = self.train_set.frame(index)
+            if "teacher_energy" in frame.data and math.isfinite(float(frame.data["teacher_energy"])):
+                numbers.append(frame.atoms.numbers)
+                energies.append(float(frame.data["teacher_energy"]))
+        if not energies and self.teacher is not None:
+            chosen = list(evenly_spaced(0, len(self.train_set), most_online))
+            for start in range(0, len(chosen), self.config["batch_size"]):
+                samples = [self.train_set[i] for i in chosen[start:start + self.config["batch_size"]]]
+                output = self.teacher.predict(collate(samples).to(self.device).batch)
+                numbers += [s.data.atomic_numbers.numpy() for s in samples]
+                energies += output.energy.detach().double().cpu().tolist()
+        if not energies:
+            raise ConfigError("teacher.mode=cached but the training rows carry no teacher outputs (run `augkd label`)")
+        return fitted_teacher_references(numbers, energies)
+
+    def _teacher_scale(self, output, batch):
+        """Online teacher outputs referenced with the teacher's own references, as cached ones are on loading."""
+        if self.teacher_refs is None:
+            return output
+        return reference_output(output, batch, self.teacher_refs, sign=-1.0)
+
     def _init_from(self, path: str, keep_normalizer: bool) -> None:
         """Fine-tuning: the weights of ``path`` (EMA weights of a run's last.pt); its normaliser only on request."""
         from augkd.train.init import initial_weights
@@ -288,6 +365,8 @@ class Trainer:
             "origin_stats": self.origin_stats.state_dict(),
             "kd": self.kd.state_dict(),
             "normalizer": vars(self.normalizer),
+            "element_refs": self.references.to_extra() if self.references is not None else None,
+            "teacher_refs": self.teacher_refs.tolist() if self.teacher_refs is not None else None,
             "best": self.best,
             "torch_rng": torch.get_rng_state(),
             "config": json.dumps(self.config.values, sort_keys=True),
@@ -330,7 +409,10 @@ class Trainer:
 
         model = build_model(self.student.name, **self.student.config)
         model.load_state_dict({k: v.cpu() for k, v in strip_kd_heads(self.ema.state_dict()).items()})
-        return save_model(self.run_dir / "checkpoints" / name, model, {"step": self.step, "normalizer": vars(self.normalizer)})
+        extra = {"step": self.step, "normalizer": vars(self.normalizer)}
+        if self.references is not None:  # the model predicts referenced energies: these put them back on a scale
+            extra["element_refs"] = self.references.to_extra()
+        return save_model(self.run_dir / "checkpoints" / name, model, extra)
 
     # -- one step ----------------------------------------------------------------------------------------------
     def _targets(self, batch: TrainBatch, samples: list):
@@ -338,7 +420,7 @@ class Trainer:
         from augkd.kd.losses import TeacherTargets
 
         if self.teacher is not None and (not self.fill_uncached or batch.teacher is None):
-            return TeacherTargets.from_output(self.teacher.predict(batch.batch))  # already on self.device
+            return TeacherTargets.from_output(self._teacher_scale(self.teacher.predict(batch.batch), batch.batch))
         if batch.teacher is None:
             return None
         teacher = batch.teacher
@@ -361,7 +443,7 @@ class Trainer:
         mask = atoms
         if self.fill_uncached and not bool(rows.all()):
             uncached = collate([s for s, cached in zip(samples, rows.tolist()) if not cached]).to(self.device)
-            online = TeacherTargets.from_output(self.teacher.predict(uncached.batch))
+            online = TeacherTargets.from_output(self._teacher_scale(self.teacher.predict(uncached.batch), uncached.batch))
             todo = ~atoms
             forces[todo] = online.forces.to(forces.dtype)
             energy[~rows] = online.energy.to(energy.dtype)
