@@ -49,7 +49,9 @@ def teacher_checkpoint(emt_data, tmp_path_factory):
     with open(run / "val.csv") as handle:  # the teacher learns (EMA weights: smoother than batch losses)
         val = list(csv.DictReader(handle))
     assert float(val[-1]["force_mae"]) < float(val[0]["force_mae"])
-    assert float(val[-1]["force_cos"]) > float(val[0]["force_cos"]) + 0.2
+    # PaiNN's smooth cutoff (and the fitted element references) make the first validation at step 50 already good
+    # (force cos 0.51-0.58, was lower): the gain after it is smaller than the 0.2 this checked before
+    assert float(val[-1]["force_cos"]) > float(val[0]["force_cos"]) + 0.04
     return run / "checkpoints" / "final.pt"
 
 
