@@ -186,7 +186,7 @@ class JitterJob(SourceJob):
     command = "jitter"
 
     def plan(self) -> dict[str, Any]:
-        from augkd.teachers.interface import sha256_file
+        from augkd.hashing import sha256_file
 
         config = self.config
         teacher = prepare_jitter(replace(config, device=planning_device(config.device))).teacher

@@ -18,11 +18,9 @@ constants to an attack).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -30,6 +28,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from augkd.errors import ConfigError
+from augkd.hashing import sha256_file, sha256_text  # noqa: F401  (the teachers' modules import them from here)
 
 if TYPE_CHECKING:
     from augkd.models.interface import ModelOutput
@@ -153,18 +152,6 @@ class CalculatorTeacher:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.identity.name})"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class ModelTeacher:
