@@ -3,7 +3,7 @@
 A module with no imports, so that ``augkd --help`` stays instant.
 """
 
-#: every form of teacher spec that ``load_teacher`` resolves
+#: every form of teacher spec that ``augkd.teachers.TeacherSpec`` resolves
 TEACHER_SPECS = (
     "chgnet[:version] (default, 0.3.0)",
     "sevennet[:model] (7net-0)",

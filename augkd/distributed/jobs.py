@@ -5,15 +5,13 @@ input shard. Every executor (in-process, local processes, Dask, SLURM array task
 where shards run; writing, skipping complete shards, plans and manifests are the executors' shared code.
 
 A job is pickled to worker processes, so it holds only configs, paths and the device name; what is expensive to
-build (the teacher) is built once per process by the generator's own cache. The device (``auto``: CUDA when the
+build (the teacher) is built once per process (``TeacherSpec.load``). The device (``auto``: CUDA when the
 process sees one) is resolved where the shard runs, so a worker pinned to one GPU uses that GPU.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +23,7 @@ from augkd.generators.label import LabelConfig, check_teacher_offers, label_fram
 from augkd.io.arrays import encode_array
 from augkd.io.aselmdb import read_aselmdb
 from augkd.io.dataset import checked_shard, load_manifest
-from augkd.teachers import resolve_device
+from augkd.teachers import TorchTeacher, resolve_device
 
 # progress(units_done, rows_kept): units are the job's own (systems for generate, input rows otherwise)
 Progress = Callable[[int, int], None]
@@ -143,13 +141,6 @@ class SourceJob(ShardJob):
         return list(read_aselmdb(checked_shard(self.source, self._manifest["shards"][index])))
 
 
-@lru_cache(maxsize=2)
-def _label_teacher(spec: str, kwargs_json: str, device: str):
-    from augkd.teachers import load_teacher
-
-    return load_teacher(spec, json.loads(kwargs_json), device=device)
-
-
 @dataclass(frozen=True)
 class LabelJob(SourceJob):
     config: LabelConfig = None
@@ -160,8 +151,8 @@ class LabelJob(SourceJob):
         return self._teacher(resolve_device(self.device))
 
     def _teacher(self, device: str):
-        teacher = _label_teacher(self.config.teacher, json.dumps(self.config.teacher_kwargs, sort_keys=True), device)
-        check_teacher_offers(teacher, self.config)
+        teacher = self.config.teacher_spec.load(device)
+        check_teacher_offers(teacher, self.config.outputs)
         return teacher
 
     def plan(self) -> dict[str, Any]:
@@ -176,7 +167,7 @@ class LabelJob(SourceJob):
 
     def run_shard(self, index: int, progress: Progress | None = None) -> ShardResult:
         count = (lambda done: progress(done, done)) if progress else None
-        frames = label_frames(self.source_frames(index), self.teacher(), self.config, encode_array, count)
+        frames = label_frames(self.source_frames(index), self.teacher(), self.config.outputs, encode_array, count)
         return ShardResult(frames, {"labelled_rows": len(frames)})
 
 
@@ -186,7 +177,7 @@ class JitterJob(SourceJob):
     command = "jitter"
 
     def plan(self) -> dict[str, Any]:
-        from augkd.teachers.interface import sha256_file
+        from augkd.hashing import sha256_file
 
         config = self.config
         teacher = prepare_jitter(replace(config, device=planning_device(config.device))).teacher
@@ -194,7 +185,7 @@ class JitterJob(SourceJob):
             **self.source_plan(),
             "origin": config.mode,
             "teacher": teacher.identity.to_dict(),  # the rows' labels are this teacher's
-            "teacher_differentiable": bool(getattr(teacher, "differentiable", False)),
+            "teacher_differentiable": isinstance(teacher, TorchTeacher) and teacher.differentiable,
             "source_teacher": self._manifest.get("teacher"),
             "student": {"path": config.student, "sha256": sha256_file(config.student)} if config.student else None,
             "jitter": {k: v for k, v in config.to_dict().items() if k not in EXECUTION_FIELDS},

@@ -2,14 +2,18 @@
 
 ``generate_shard(config, shard_index)`` is a pure function of its arguments (the teacher and sampler it needs are
 built once per process and reused), so any executor can run any shard anywhere.
+
+A shard's adslabs, and the clean slabs the filters compare them with, go to one relaxer run
+(``relax_batched`` or ``relax_each``, one contract); the slabs are relaxed for that shard, not taken from a
+cache other shards filled, so that a shard's rows are a function of the shard alone.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -17,12 +21,12 @@ import numpy as np
 from augkd.errors import ConfigError
 from augkd.generators.filters import FilterConfig, label_problem, trajectory_anomaly
 from augkd.generators.inflight import BatchConfig
-from augkd.generators.label import LabelConfig, teacher_row_data
-from augkd.generators.relax import RelaxConfig, Trajectory, relax
-from augkd.generators.relax_batched import Capture, RelaxerChoice, choose_relaxer, relax_batched
+from augkd.generators.label import CachedOutputs, teacher_row_data
+from augkd.generators.relax import Capture, RelaxConfig, Trajectory, relax_each
+from augkd.generators.relax_batched import RelaxerChoice, choose_relaxer, relax_batched
 from augkd.records import LabelledFrame
 from augkd.systems.sampler import SampledSystem, SamplerConfig, SystemSampler
-from augkd.teachers import DEFAULT_TEACHER, Labels, Teacher, load_teacher, resolve_device
+from augkd.teachers import DEFAULT_TEACHER, Labels, Teacher, TeacherSpec
 
 
 SYSTEMS_PER_SHARD = 200
@@ -32,9 +36,9 @@ SYSTEMS_PER_SHARD = 200
 class FramesConfig:
     fraction: float = 0.1  # probability of keeping each frame
     keep_final: bool = False  # always keep the last frame of a kept trajectory
-    # Teacher outputs cached on kept frames (the rows ``augkd label`` writes): feature names and per-atom energies.
-    # The batched relaxer takes them from the forward pass that labelled the frame; the ASE path labels kept frames
-    # once more.
+    # Teacher outputs cached on kept frames (the rows ``augkd label`` writes): feature names and per-atom energies
+    # (``outputs``). The batched relaxer takes them from the forward pass that labelled the frame; the ASE relaxer
+    # labels the frames subsampling keeps once more.
     features: tuple[str, ...] = ()
     atom_energy: bool = False
     feature_dtype: str = "float16"
@@ -42,12 +46,14 @@ class FramesConfig:
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"frames fraction {self.fraction} must be in (0, 1]")
-        if self.feature_dtype not in ("float16", "float32"):
-            raise ConfigError(f"frames feature_dtype {self.feature_dtype!r} must be float16 or float32")
+        try:
+            object.__setattr__(self, "features", self.outputs.features)
+        except ConfigError as error:
+            raise ConfigError(f"frames {error}") from None
 
-    @property
-    def cached_outputs(self) -> tuple[str, ...]:
-        return (*(("atom_energy",) if self.atom_energy else ()), *self.features)
+    @cached_property
+    def outputs(self) -> CachedOutputs:
+        return CachedOutputs(self.features, self.atom_energy, self.feature_dtype)
 
 
 @dataclass(frozen=True)
@@ -78,12 +84,16 @@ class GenerateConfig:
             object.__setattr__(self, "shards", -(-self.systems // SYSTEMS_PER_SHARD))
         if not 0 < self.shards <= self.systems:
             raise ConfigError(f"--shards {self.shards} must be between 1 and --systems ({self.systems})")
-        choose_relaxer(self.relaxer, self.teacher, self.relax.optimizer)  # refuses what cannot run
+        _ = self.relaxer_choice  # checks the teacher spec, and refuses what cannot run
 
-    @property
+    @cached_property
+    def teacher_spec(self) -> TeacherSpec:
+        return TeacherSpec(self.teacher, self.teacher_kwargs)
+
+    @cached_property
     def relaxer_choice(self) -> RelaxerChoice:
         """The relaxer and optimizer this config runs (a function of relaxer, teacher and relax.optimizer)."""
-        return choose_relaxer(self.relaxer, self.teacher, self.relax.optimizer)
+        return choose_relaxer(self.relaxer, self.teacher_spec, self.relax.optimizer)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "GenerateConfig":
@@ -135,56 +145,41 @@ class ShardResult:
     stats: dict[str, Any]  # systems, systems_kept, frames_visited, frames_kept, dropped_systems, dropped_frames
 
 
+@dataclass
 class _Context:
-    """What one process builds once and reuses for every shard: the teacher, the sampler, relaxed clean slabs."""
+    """What a shard needs beyond its config: the teacher and the sampler (both built once per process)."""
 
-    def __init__(self, teacher: Teacher, sampler: SystemSampler):
-        self.teacher = teacher
-        self.sampler = sampler
-        self.relaxed_slabs: OrderedDict[tuple[str, RelaxConfig], Any] = OrderedDict()
-        self.checked_seeds: set[int] = set()  # master seeds for which a system was drawn successfully
-
-    def relaxed_slab(self, system: SampledSystem, config: RelaxConfig):
-        """The clean slab relaxed by the same teacher (cached per slab); None if its relaxation failed."""
-        key = (system.slab_key, config)
-        if key not in self.relaxed_slabs:
-            trajectory = relax(system.slab, self.teacher.calculator(), config)
-            slab = None
-            if trajectory.failure is None and trajectory.frames:
-                slab = system.slab.copy()
-                slab.positions = trajectory.frames[-1].positions
-            self.relaxed_slabs[key] = slab
-            if len(self.relaxed_slabs) > 1024:
-                self.relaxed_slabs.popitem(last=False)
-        return self.relaxed_slabs[key]
+    teacher: Teacher
+    sampler: SystemSampler
 
 
 @lru_cache(maxsize=2)
-def _context(teacher: str, teacher_kwargs_json: str, sampler_config: SamplerConfig, device: str) -> _Context:
-    loaded = load_teacher(teacher, json.loads(teacher_kwargs_json), device=device)
-    return _Context(loaded, SystemSampler(sampler_config, allowed_elements=loaded.elements))
+def _sampler(config: SamplerConfig, allowed_elements: frozenset[str] | None) -> SystemSampler:
+    return SystemSampler(config, allowed_elements=allowed_elements)
+
+
+@lru_cache(maxsize=16)
+def _check_seed(sampler: SystemSampler, seed: int) -> None:
+    """Draw one system: once per process and master seed, not once per shard."""
+    sampler.sample(seed, 0)
 
 
 def prepare(config: GenerateConfig, device: str | None = "auto") -> _Context:
     """Load the teacher (on ``device``, ``auto``: CUDA when this process sees one) and the sampler for ``config``,
     once per process, and check that a system can be drawn."""
-    context = _context(config.teacher, json.dumps(config.teacher_kwargs, sort_keys=True), config.systems_sampler,
-                       resolve_device(device))
-    if config.relaxer_choice.relaxer == "batched" and not hasattr(context.teacher, "predict"):
-        raise ConfigError(f"teacher {context.teacher.identity.name} cannot predict on a batch: use --relaxer ase")
-    wanted = config.frames.cached_outputs
+    teacher = config.teacher_spec.load(device)
+    wanted = config.frames.outputs.names
     if wanted:
-        offered = {"atom_energy", *context.teacher.feature_shapes()} if hasattr(context.teacher, "predict") else set()
+        offered = [name for name in teacher.offered_properties if name not in ("energy", "forces")]
         missing = [name for name in wanted if name not in offered]
         if missing:
             raise ConfigError(
-                f"teacher {context.teacher.identity.name} cannot cache {missing} on frames "
+                f"teacher {teacher.identity.name} cannot cache {missing} on frames "
                 f"(it offers {sorted(offered) or 'none'})"
             )
-    if config.seed not in context.checked_seeds:  # once per process, not once per shard
-        context.sampler.sample(config.seed, 0)
-        context.checked_seeds.add(config.seed)
-    return context
+    sampler = _sampler(config.systems_sampler, teacher.elements)
+    _check_seed(sampler, config.seed)
+    return _Context(teacher, sampler)
 
 
 def system_id(config: GenerateConfig, index: int) -> str:
@@ -205,33 +200,16 @@ def generate_shard(
     (see ``prepare``).
     """
     context = prepare(config, device)
-    choice = config.relaxer_choice
-    relax_config = replace(config.relax, optimizer=choice.optimizer)
     systems = config.shard_systems(shard_index)
     shard = _ShardFrames(config, context.teacher, encode)
-    if choice.relaxer == "ase":
-        calculator = context.teacher.calculator()
-        for index in systems:
-            system = context.sampler.sample(config.seed, index)
-            trajectory = relax(system.atoms, calculator, relax_config)
-            slab = None
-            if trajectory.failure is None and trajectory.frames and config.filters.needs_relaxed_slab:
-                slab = context.relaxed_slab(system, relax_config)
-            kept = shard.add(system, trajectory, slab)
-            if progress is not None:
-                progress(1, kept)
-    else:
-        _relax_shard_batched(config, context, relax_config, systems, shard, progress)
+    _relax_shard(config, context, systems, shard, progress)
+    choice = config.relaxer_choice
     return ShardResult(shard.frames(), {**shard.stats(len(systems)), "relaxer": choice.relaxer,
                                         "optimizer": choice.optimizer})
 
 
-def _relax_shard_batched(config, context, relax_config: RelaxConfig, systems: range, shard: "_ShardFrames", progress):
-    """All of the shard's adslabs, and the clean slabs the filters need, relaxed together in one in-flight batch.
-
-    The slabs are relaxed here for this shard (not taken from a cache other shards filled), so that which systems
-    share a forward pass is a function of the shard alone.
-    """
+def _relax_shard(config: GenerateConfig, context: _Context, systems: range, shard: "_ShardFrames", progress) -> None:
+    """All of the shard's adslabs, and the clean slabs the filters need, relaxed together in one relaxer run."""
     sampled = [context.sampler.sample(config.seed, index) for index in systems]
     slab_keys: list[str] = []
     if config.filters.needs_relaxed_slab:
@@ -240,15 +218,15 @@ def _relax_shard_batched(config, context, relax_config: RelaxConfig, systems: ra
     work = [slab_atoms[key] for key in slab_keys] + [system.atoms for system in sampled]
     first = len(slab_keys)
     capture = None
-    if config.frames.cached_outputs:
+    if config.frames.outputs:
         # The frames subsampling will keep are known before the run (the draws come first, trajectories are
-        # prefixes), so outputs are copied off the device for those frames only.
-        draws = [_keep_draws(system.seed, relax_config.steps + 1) for system in sampled]
+        # prefixes), so outputs are kept for those frames only.
+        draws = [_keep_draws(system.seed, config.relax.steps + 1) for system in sampled]
 
         def wanted(item: int, step: int, last: bool) -> bool:
             return item >= first and (draws[item - first][step] < config.frames.fraction or (last and config.frames.keep_final))
 
-        capture = Capture(config.frames.cached_outputs, wanted)
+        capture = Capture(config.frames.outputs.names, wanted)
     relaxed_slabs: dict[str, Any] = {}
     waiting: dict[str, list[tuple[SampledSystem, Trajectory]]] = {}
 
@@ -257,7 +235,10 @@ def _relax_shard_batched(config, context, relax_config: RelaxConfig, systems: ra
         if progress is not None:
             progress(1, kept)
 
-    for item, trajectory in relax_batched(work, context.teacher, relax_config, config.batch, capture=capture):
+    choice = config.relaxer_choice
+    runner = {"batched": relax_batched, "ase": relax_each}[choice.relaxer]  # one contract: (index, trajectory) pairs
+    runs = runner(work, context.teacher, replace(config.relax, optimizer=choice.optimizer), config.batch, capture=capture)
+    for item, trajectory in runs:
         if item < first:
             key = slab_keys[item]
             slab = None
@@ -343,19 +324,13 @@ class _ShardFrames:
 
     def _labelled(self, system: SampledSystem, frame) -> LabelledFrame:
         labelled = _labelled(self.config, self.teacher, system, frame)
-        wanted = self.config.frames.cached_outputs
-        if wanted:
+        cached = self.config.frames.outputs
+        if cached:
             outputs = frame.outputs
-            if outputs is None:  # the ASE path: label the kept frame once more
-                if self.config.relaxer_choice.relaxer == "batched":
-                    raise RuntimeError(f"frame {frame.step} of system {system.index} was kept but not captured")
-                labels = self.teacher.label(labelled.atoms, ["energy", "forces", *wanted])
-                outputs = {"atom_energy": labels.atom_energy, **labels.features}
-            frames = self.config.frames
+            if outputs is None:
+                raise RuntimeError(f"frame {frame.step} of system {system.index} was kept but not captured")
             labels = Labels(frame.energy, frame.forces, outputs.get("atom_energy"),
-                            {name: outputs[name] for name in frames.features})
-            cached = LabelConfig(self.config.teacher, self.config.teacher_kwargs, frames.features, frames.atom_energy,
-                                 frames.feature_dtype)
+                            {name: outputs[name] for name in cached.features})
             labelled.data.update(teacher_row_data(labels, self.teacher.identity.name, cached, self.encode))
         return labelled
 

@@ -1,8 +1,9 @@
 """Batched FIRE: ASE's ``ase.optimize.FIRE`` for many systems at once, each with its own time step and mixing.
 
-One optimizer state covers every system of a batch (atoms concatenated, contiguous per system). ``fire_init`` makes
-the state of fresh systems, ``fire_step`` moves every system by one FIRE step, ``select_systems`` and
-``concat_systems`` let systems leave and join a running batch. Each system's arithmetic is ASE's (same defaults,
+FIRE steps one ``BatchState`` (``augkd.generators.state``: every system of a batch, atoms concatenated, contiguous
+per system). ``fire_init`` gives fresh systems their FIRE memory (``FireState``, the state's ``optimizer``),
+``fire_step`` moves every system by one FIRE step; ``BatchState.select`` and ``BatchState.concat`` let systems leave
+and join a running batch, their FIRE memory with them. Each system's arithmetic is ASE's (same defaults,
 same order of operations, per-system reductions), so a system follows the same path alone or among others:
 - the power P = F·v, |F|² and |v|² are sums over the system's own degrees of freedom (fixed atoms have F = v = 0);
 - P > 0: v ← (1 − a)·v + a·F/|F|·|v|, and after more than ``n_min`` such steps in a row dt grows (×finc, ≤ dtmax)
@@ -17,11 +18,12 @@ Forces given to ``fire_step`` must already be zero on fixed atoms (ASE's FixAtom
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 
 from augkd.errors import ConfigError
+from augkd.generators.state import BatchState, per_atom, per_system
 
 
 @dataclass(frozen=True)
@@ -45,25 +47,17 @@ class FireParams:
                 raise ConfigError(f"FIRE {name}={getattr(self, name)} must be > 0")
 
 
-def _per_atom(optional: bool = False):
-    return field(default=None, metadata={"per": "atom"}) if optional else field(metadata={"per": "atom"})
-
-
-def _per_system(optional: bool = False):
-    return field(default=None, metadata={"per": "system"}) if optional else field(metadata={"per": "system"})
-
-
 @dataclass
 class FireState:
     """FIRE's per-system memory for a batch; per-atom tensors are (N, 3), per-system ones (B,)."""
 
-    velocity: torch.Tensor = _per_atom()
-    dt: torch.Tensor = _per_system()
-    a: torch.Tensor = _per_system()
-    n_positive: torch.Tensor = _per_system()  # steps in a row with P > 0 (ASE's Nsteps)
-    started: torch.Tensor = _per_system()  # False until the system's first step (ASE's ``vel is None``)
-    energy_last: torch.Tensor | None = _per_system(optional=True)  # downhill check only, eV
-    positions_last: torch.Tensor | None = _per_atom(optional=True)  # downhill check only, Å
+    velocity: torch.Tensor = per_atom()
+    dt: torch.Tensor = per_system()
+    a: torch.Tensor = per_system()
+    n_positive: torch.Tensor = per_system()  # steps in a row with P > 0 (ASE's Nsteps)
+    started: torch.Tensor = per_system()  # False until the system's first step (ASE's ``vel is None``)
+    energy_last: torch.Tensor | None = per_system(optional=True)  # downhill check only, eV
+    positions_last: torch.Tensor | None = per_atom(optional=True)  # downhill check only, Å
 
 
 def segment_sum(values: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
@@ -75,11 +69,11 @@ def segment_max(values: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
     return torch.segment_reduce(values, "max", lengths=natoms)
 
 
-def fire_init(positions: torch.Tensor, natoms: torch.Tensor, params: FireParams) -> FireState:
-    """The state of systems that have not moved yet (``positions`` (N, 3), ``natoms`` (B,))."""
-    systems = natoms.shape[0]
+def fire_init(state: BatchState, params: FireParams) -> BatchState:
+    """``state`` with FIRE's memory for systems that have not moved yet."""
+    positions, systems = state.positions, len(state)
     options = {"dtype": positions.dtype, "device": positions.device}
-    return FireState(
+    memory = FireState(
         velocity=torch.zeros_like(positions),
         dt=torch.full((systems,), params.dt, **options),
         a=torch.full((systems,), params.a, **options),
@@ -88,47 +82,42 @@ def fire_init(positions: torch.Tensor, natoms: torch.Tensor, params: FireParams)
         energy_last=torch.zeros(systems, **options) if params.downhill_check else None,
         positions_last=positions.clone() if params.downhill_check else None,
     )
+    return replace(state, optimizer=memory)
 
 
-def fire_step(
-    positions: torch.Tensor,
-    forces: torch.Tensor,
-    energy: torch.Tensor,
-    natoms: torch.Tensor,
-    state: FireState,
-    params: FireParams,
-) -> tuple[torch.Tensor, FireState]:
-    """One FIRE step of every system: the new positions and state.
+def fire_step(state: BatchState, forces: torch.Tensor, energy: torch.Tensor, params: FireParams) -> BatchState:
+    """``state`` after one FIRE step of every system: new positions and FIRE memory, each step count + 1.
 
-    ``positions``/``forces`` (N, 3) in Å and eV/Å, forces zero on fixed atoms; ``energy`` (B,) eV (read only by the
-    downhill check); ``natoms`` (B,) atoms per system, the atoms of a system being contiguous.
+    ``forces`` (N, 3) eV/Å, zero on fixed atoms; ``energy`` (B,) eV (read only by the downhill check).
     """
-    system = torch.repeat_interleave(torch.arange(natoms.shape[0], device=natoms.device), natoms)
-    started = state.started
-    energy_last, positions_last = state.energy_last, state.positions_last
+    positions, natoms = state.positions, state.natoms
+    system = state.system_index
+    memory = state.optimizer
+    started = memory.started
+    energy_last, positions_last = memory.energy_last, memory.positions_last
     uphill = torch.zeros_like(started)
     if params.downhill_check:
-        uphill = started & (energy > state.energy_last)
-        positions = torch.where(uphill[system, None], state.positions_last, positions)
+        uphill = started & (energy > memory.energy_last)
+        positions = torch.where(uphill[system, None], memory.positions_last, positions)
         # back at the previous point, its energy is the one remembered; otherwise the energy just computed
-        energy_last = torch.where(uphill, state.energy_last, energy)
+        energy_last = torch.where(uphill, memory.energy_last, energy)
         positions_last = positions
 
-    velocity = state.velocity
+    velocity = memory.velocity
     power = segment_sum((forces * velocity).sum(dim=1), natoms)
     force_norm = torch.sqrt(segment_sum((forces * forces).sum(dim=1), natoms))
     speed = torch.sqrt(segment_sum((velocity * velocity).sum(dim=1), natoms))
     downhill = started & (power > 0.0) & ~uphill
     restart = started & ~downhill
 
-    a = state.a
+    a = memory.a
     # ASE's order of operations: (1 - a)·v + ((a·F) / |F|)·|v|
     mixed = (1.0 - a)[system, None] * velocity + a[system, None] * forces / force_norm[system, None] * speed[system, None]
     velocity = torch.where(downhill[system, None], mixed, torch.where(restart[system, None], 0.0, velocity))
-    accelerate = downhill & (state.n_positive > params.n_min)
-    dt = torch.where(accelerate, torch.clamp(state.dt * params.finc, max=params.dtmax), state.dt)
+    accelerate = downhill & (memory.n_positive > params.n_min)
+    dt = torch.where(accelerate, torch.clamp(memory.dt * params.finc, max=params.dtmax), memory.dt)
     a = torch.where(accelerate, a * params.fa, a)
-    n_positive = torch.where(downhill, state.n_positive + 1, state.n_positive)
+    n_positive = torch.where(downhill, memory.n_positive + 1, memory.n_positive)
     a = torch.where(restart, torch.full_like(a, params.astart), a)
     dt = torch.where(restart, dt * params.fdec, dt)
     n_positive = torch.where(restart, torch.zeros_like(n_positive), n_positive)
@@ -138,7 +127,7 @@ def fire_step(
     step_norm = torch.sqrt(segment_sum((step * step).sum(dim=1), natoms))
     too_long = step_norm > params.maxstep
     step = torch.where(too_long[system, None], params.maxstep * step / step_norm[system, None], step)
-    new_state = FireState(
+    memory = FireState(
         velocity=velocity,
         dt=dt,
         a=a,
@@ -147,26 +136,4 @@ def fire_step(
         energy_last=energy_last,
         positions_last=positions_last,
     )
-    return positions + step, new_state
-
-
-def select_systems(state, keep: torch.Tensor, natoms: torch.Tensor):
-    """``state`` (a dataclass of per-atom and per-system tensors) restricted to the systems where ``keep`` (B,)."""
-    atom_keep = torch.repeat_interleave(keep, natoms)
-    values = {}
-    for item in fields(state):
-        value = getattr(state, item.name)
-        if value is not None:
-            value = value[atom_keep] if item.metadata["per"] == "atom" else value[keep]
-        values[item.name] = value
-    return replace(state, **values)
-
-
-def concat_systems(states: list):
-    """Several such states joined into one, systems in the order given."""
-    first = states[0]
-    values = {}
-    for item in fields(first):
-        parts = [getattr(s, item.name) for s in states]
-        values[item.name] = None if parts[0] is None else torch.cat(parts)
-    return replace(first, **values)
+    return replace(state, positions=positions + step, step=state.step + 1, optimizer=memory)

@@ -11,15 +11,17 @@ finish. A system too large for the limits on its own still runs, alone.
 out-of-memory error on purpose. Then speed: passes of 1, 2, 4, ... copies of a typical system, within that memory
 cap, are timed, and the size with the most atoms per second wins. On a GPU that is usually the largest size; on a
 CPU a wide model's per-atom cost rises once its per-edge tensors outgrow the caches (PaiNN at 512 channels: 250
-atoms/s at 58 atoms, 100 atoms/s from 116 on this project's 2-core machine), so there small batches win.
+atoms/s at 58 atoms, 100 atoms/s from 116 on this project's 2-core machine), so there small batches win. ``calibrate``
+does both, once per model, device and system sizes in a process.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,21 +70,6 @@ def count_edges(atoms: Atoms, cutoff: float, max_neighbors: int | None = None) -
     if max_neighbors is not None:
         per_atom = np.minimum(per_atom, max_neighbors)
     return int(per_atom.sum())
-
-
-def teacher_graph_cutoff(teacher) -> tuple[float, int | None] | None:
-    """(cutoff Å, neighbour cap) of a teacher's graph when the teacher says, else None."""
-    model = getattr(teacher, "model", None)
-    settings = getattr(model, "settings", None)
-    if settings is not None and hasattr(settings, "cutoff"):  # augkd models
-        return float(settings.cutoff), getattr(settings, "max_neighbors", None)
-    converter = getattr(model, "graph_converter", None)
-    if converter is not None and hasattr(converter, "atom_graph_cutoff"):  # CHGNet
-        return float(converter.atom_graph_cutoff), None
-    calculator = getattr(teacher, "_calculator", None)
-    if calculator is not None and isinstance(getattr(calculator, "cutoff", None), (int, float)):  # SevenNet
-        return float(calculator.cutoff), None
-    return None
 
 
 class InFlightBatcher:
@@ -216,3 +203,79 @@ def _peak_rss(run: Callable[[], int]) -> tuple[int, int]:
         done.set()
         sampler.join()
     return atoms, max(peak[0], process.memory_info().rss)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``calibrate`` measured: the atoms per pass to use, the memory cap, speeds by size, seconds spent."""
+
+    max_atoms: int
+    memory_max_atoms: int
+    atoms_per_s: dict[int, float]
+    seconds: float
+
+
+# model → {(key, sizes, memory fraction): calibration}: measured once per process, not once per shard
+_CALIBRATIONS: "weakref.WeakKeyDictionary[object, dict[tuple, Calibration]]" = weakref.WeakKeyDictionary()
+
+
+def calibrate(
+    systems: Sequence[Atoms],
+    model: object,
+    forward_pass: Callable[[Atoms, int], Callable[[], object]],
+    device,
+    memory_fraction: float,
+    key: Hashable = (),
+) -> Calibration:
+    """``max_atoms="auto"``: the fastest atoms per pass within the memory cap (see the module docstring).
+
+    ``forward_pass(atoms, copies)`` prepares one batch of ``copies`` copies of ``atoms`` and returns a function
+    that runs ``model`` over it once. Probes are copies of the largest system (memory) and of the median-sized one
+    (speed), so the result depends on the systems' sizes only, and is reused for later calls with the same
+    ``model``, ``key`` (e.g. device and dtype) and sizes.
+    """
+    import torch
+
+    device = torch.device(device)
+    largest = max(systems, key=len)
+    typical = sorted(systems, key=len)[len(systems) // 2]
+    total = sum(len(atoms) for atoms in systems)
+    cache_key = (key, len(largest), len(typical), total, memory_fraction)
+    known = _CALIBRATIONS.setdefault(model, {})
+    if cache_key in known:
+        return known[cache_key]
+    started = time.perf_counter()
+
+    def fastest_pass(atoms: Atoms, copies: int, passes: int) -> float:
+        """Seconds of the fastest of ``passes`` forward passes over one batch of ``copies`` copies of ``atoms``."""
+        run = forward_pass(atoms, copies)
+        fastest = float("inf")
+        for _ in range(passes):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            begun = time.perf_counter()
+            run()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            fastest = min(fastest, time.perf_counter() - begun)
+        return fastest
+
+    def memory_probe(copies: int) -> int:
+        fastest_pass(largest, copies, passes=1)
+        return copies * len(largest)
+
+    memory_cap = max(measure_memory(memory_probe, device).max_atoms(memory_fraction), len(largest))
+    n = len(typical)
+    sizes = [n * 2**j for j in range(32) if n * 2**j <= min(memory_cap, total)] or [n]
+
+    def atoms_per_s(size: int) -> float:
+        return size / fastest_pass(typical, size // n, passes=2)  # the faster of two: the first may warm up
+
+    best, rates = fastest_size(atoms_per_s, sizes)
+    calibration = Calibration(
+        max_atoms=max(best, len(largest)), memory_max_atoms=memory_cap,
+        atoms_per_s={size: round(rate, 1) for size, rate in rates.items()},
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    known[cache_key] = calibration
+    return calibration

@@ -37,7 +37,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -45,15 +45,9 @@ import torch
 from ase.data import chemical_symbols
 
 from augkd.errors import ConfigError
-from augkd.generators.label import (
-    LabelConfig,
-    check_teacher_offers,
-    label_properties,
-    label_structures,
-    teacher_row_data,
-)
+from augkd.generators.label import CachedOutputs, check_teacher_offers, teacher_row_data
 from augkd.records import LabelledFrame, plain_atoms
-from augkd.teachers import DEFAULT_TEACHER, Teacher, load_teacher, resolve_device
+from augkd.teachers import DEFAULT_TEACHER, Teacher, TeacherSpec, TorchTeacher, resolve_device
 
 MODES = ("rattle", "adversarial")
 ATTACK_LOSSES = ("forces", "vanilla1", "vanilla2")
@@ -112,7 +106,7 @@ class JitterConfig:
 
     norm: displacement of every free atom (Å). mode: rattle | adversarial. copies: displaced copies per input row.
     seed: seeds the rattle directions (and adversarial fallbacks/random starts). teacher, teacher_kwargs: the
-    labelling (and attacked) teacher, a ``load_teacher`` spec. student: model checkpoint (adversarial only).
+    labelling (and attacked) teacher, a ``TeacherSpec``'s spec and kwargs. student: model checkpoint (adversarial only).
     steps, step_size (Å, default norm), attack_loss: the ascent (adversarial only). features, atom_energy,
     feature_dtype: cached teacher outputs to store like ``augkd label`` (``teacher_*`` row keys, written only
     when one of them is asked for). all_atoms_free: let every atom of a structure without fixed/tag information
@@ -142,10 +136,7 @@ class JitterConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", check_norm(self.norm, self.force_large_norm))
         check_mode(self.mode)
-        if isinstance(self.features, str):
-            object.__setattr__(self, "features", tuple(f for f in self.features.split(",") if f))
-        else:
-            object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "features", self.outputs.features)
         for name, value, least in (("copies", self.copies, 1), ("steps", self.steps, 1),
                                    ("batch_size", self.batch_size, 1), ("seed", self.seed, 0)):
             if name == "batch_size" and value is None:
@@ -159,6 +150,7 @@ class JitterConfig:
         check_attack_loss(self.attack_loss)
         if not isinstance(self.teacher_kwargs, dict):
             raise ConfigError(f"teacher kwargs {self.teacher_kwargs!r} must be a mapping")
+        _ = self.teacher_spec  # checked once, here
         if self.mode == "adversarial" and not self.student:
             raise ConfigError("jitter mode adversarial needs a student checkpoint (--student CKPT)")
         if self.mode == "rattle":
@@ -168,15 +160,15 @@ class JitterConfig:
             ) if value != default]
             if given:
                 raise ConfigError(f"jitter mode rattle takes no {', '.join(given)} (adversarial options)")
-        LabelConfig(self.teacher, self.teacher_kwargs, self.features, self.atom_energy, self.feature_dtype)  # dtype
 
-    @property
-    def label_config(self) -> LabelConfig:
-        return LabelConfig(self.teacher, self.teacher_kwargs, self.features, self.atom_energy, self.feature_dtype)
+    @cached_property
+    def teacher_spec(self) -> TeacherSpec:
+        return TeacherSpec(self.teacher, self.teacher_kwargs)
 
-    @property
-    def caches_teacher_outputs(self) -> bool:
-        return bool(self.features) or self.atom_energy
+    @cached_property
+    def outputs(self) -> CachedOutputs:
+        """The teacher outputs cached in the rows (none unless features or atom_energy are asked for)."""
+        return CachedOutputs(self.features, self.atom_energy, self.feature_dtype)
 
     @property
     def ascent_step(self) -> float:
@@ -236,17 +228,17 @@ class JitterContext:
 
 
 @lru_cache(maxsize=2)
-def _context(teacher: str, teacher_kwargs_json: str, student: str | None, device: str) -> JitterContext:
-    loaded = load_teacher(teacher, json.loads(teacher_kwargs_json), device=device)
-    return JitterContext(loaded, load_student(student, device) if student else None)
+def _student(path: str, device: str) -> Student:
+    return load_student(path, device)
 
 
 def prepare(config: JitterConfig) -> JitterContext:
     """The teacher and (adversarial) student of ``config``, loaded once per process; checks the asked features."""
-    context = _context(config.teacher, json.dumps(config.teacher_kwargs, sort_keys=True), config.student,
-                       resolve_device(config.device))
-    check_teacher_offers(context.teacher, config.label_config)
-    return context
+    device = resolve_device(config.device)
+    teacher = config.teacher_spec.load(device)
+    student = _student(config.student, device) if config.student else None
+    check_teacher_offers(teacher, config.outputs)
+    return JitterContext(teacher, student)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -339,7 +331,7 @@ def _teacher_constants(teacher: Teacher, batch, needs_atom_energy: bool):
     from augkd.models.interface import ModelOutput
 
     properties = ["energy", "forces"] + (["atom_energy"] if needs_atom_energy else [])
-    labels = label_structures(teacher, batch.to_ase(), properties)
+    labels = teacher.label_batch(batch.to_ase(), properties)
     device = batch.pos.device
     return ModelOutput(
         energy=torch.tensor([label.energy for label in labels], dtype=torch.float64, device=device),
@@ -363,7 +355,7 @@ def attack_gradient(batch, delta: torch.Tensor, free: torch.Tensor, student: Stu
     moved.pos = batch.pos.detach() + leaf
     with torch.enable_grad():
         student_out = student.model(cast_batch(moved, student.dtype))
-        if getattr(teacher, "differentiable", False):
+        if isinstance(teacher, TorchTeacher) and teacher.differentiable:
             teacher_out = teacher.predict(moved, differentiable=True)
         else:
             still = batch.clone()
@@ -450,8 +442,7 @@ def _describe(frame: LabelledFrame, index: int) -> str:
 
 def batch_size_for(teacher: Teacher) -> int:
     """Structures per model call when the config does not say: by the type of the teacher's device."""
-    device = torch.device(getattr(teacher, "device", None) or "cpu")
-    return DEFAULT_BATCH_SIZE.get(device.type, DEFAULT_BATCH_SIZE["cpu"])
+    return DEFAULT_BATCH_SIZE.get(teacher.device.type, DEFAULT_BATCH_SIZE["cpu"])
 
 
 def jitter_frames(
@@ -479,7 +470,7 @@ def jitter_frames(
     if config.mode == "adversarial" and student is None:
         raise ConfigError("jitter mode adversarial needs a student (load it with prepare(config))")
     check_elements(frames, teacher, student if config.mode == "adversarial" else None)
-    check_teacher_offers(teacher, config.label_config)
+    check_teacher_offers(teacher, config.outputs)
     attacks_atom_energy = config.mode == "adversarial" and config.attack_loss == "vanilla2"
     if attacks_atom_energy and "atom_energy" not in teacher.offered_properties:
         raise ConfigError(f"attack loss vanilla2 needs per-atom energies; teacher {teacher.identity.name} has none")
@@ -492,7 +483,7 @@ def jitter_frames(
         )
     jobs = [(i, copy) for i, mask in enumerate(masks) if mask.any() for copy in range(config.copies)]
     identities = [row_identity(frame) for frame in frames]
-    properties = label_properties(config.label_config)
+    properties = config.outputs.properties
     out: list[LabelledFrame] = []
     stats: dict[str, Any] = {
         "rows_in": len(frames),
@@ -500,7 +491,7 @@ def jitter_frames(
         "skipped_no_free_atoms": sum(1 for mask in masks if not mask.any()),
         "fallback_directions": 0,
         "attack_loss_start": None,
-        "teacher_differentiable": bool(getattr(teacher, "differentiable", False)),
+        "teacher_differentiable": isinstance(teacher, TorchTeacher) and teacher.differentiable,
     }
     losses: list[float] = []
     done = 0
@@ -519,7 +510,7 @@ def jitter_frames(
             stats["fallback_directions"] += info["fallback_directions"]
             losses.append(info["attack_loss_start"])  # summed over the chunk's structures
         displaced = _displaced(parents, delta.cpu().numpy(), natoms)
-        labels = label_structures(teacher, displaced, properties)
+        labels = teacher.label_batch(displaced, properties)
         for (i, copy), atoms, label in zip(chunk, displaced, labels):
             out.append(_row(frames[i], atoms, label, copy, config, teacher, encode))
         end = start + batch_size
@@ -568,7 +559,7 @@ def _row(parent: LabelledFrame, atoms, labels, copy: int, config: JitterConfig, 
         copy=copy,
         teacher=teacher.identity.name,
     )
-    if config.caches_teacher_outputs:
-        data.update(teacher_row_data(labels, teacher.identity.name, config.label_config, encode))
+    if config.outputs:
+        data.update(teacher_row_data(labels, teacher.identity.name, config.outputs, encode))
     forces = np.asarray(labels.forces, dtype=np.float64)
     return LabelledFrame(atoms=atoms, energy=float(labels.energy), forces=forces, data=data)

@@ -10,16 +10,48 @@ stored with ``augkd.io.arrays``-style base64 encoding, produced here by ``encode
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
-
-from ase import Atoms
+from functools import cached_property
+from typing import Callable, Iterable
 
 from augkd.errors import ConfigError
 from augkd.records import LabelledFrame
-from augkd.teachers import Labels, Teacher
+from augkd.teachers import Labels, Teacher, TeacherSpec
 from augkd.teachers.interface import check_properties
 
 OUTPUTS = ("energy", "forces", "atom_energy")
+FEATURE_DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class CachedOutputs:
+    """Teacher outputs stored in a row beside its labels: per-atom energies and named features.
+
+    features: feature names (a comma-separated string is split). atom_energy: store per-atom energies (eV).
+    dtype: how features are stored (float16 or float32; per-atom energies and forces are float32).
+    """
+
+    features: tuple[str, ...] = ()
+    atom_energy: bool = False
+    dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        features = self.features.split(",") if isinstance(self.features, str) else self.features
+        object.__setattr__(self, "features", tuple(name for name in features if name))
+        if self.dtype not in FEATURE_DTYPES:
+            raise ConfigError(f"feature dtype {self.dtype!r} must be float16 or float32")
+
+    def __bool__(self) -> bool:
+        return bool(self.features) or self.atom_energy
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What is cached beyond energy and forces: ``atom_energy`` (when asked for), then the features."""
+        return (*(("atom_energy",) if self.atom_energy else ()), *self.features)
+
+    @property
+    def properties(self) -> list[str]:
+        """What to ask the teacher for: energy and forces, plus per-atom energies and the features."""
+        return ["energy", "forces", *self.names]
 
 
 @dataclass(frozen=True)
@@ -31,61 +63,54 @@ class LabelConfig:
     feature_dtype: str = "float16"
 
     def __post_init__(self) -> None:
-        if self.feature_dtype not in ("float16", "float32"):
-            raise ConfigError(f"feature dtype {self.feature_dtype!r} must be float16 or float32")
+        _ = self.teacher_spec, self.outputs  # both checked once, here
+
+    @cached_property
+    def teacher_spec(self) -> TeacherSpec:
+        return TeacherSpec(self.teacher, self.teacher_kwargs)
+
+    @cached_property
+    def outputs(self) -> CachedOutputs:
+        return CachedOutputs(self.features, self.atom_energy, self.feature_dtype)
 
 
-def check_teacher_offers(teacher: Teacher, config: LabelConfig) -> None:
-    per_edge = [name for name in config.features if name in getattr(teacher, "per_edge_features", tuple)()]
+def check_teacher_offers(teacher: Teacher, outputs: CachedOutputs) -> None:
+    per_edge = [name for name in outputs.features if name in teacher.per_edge_features()]
     if per_edge:
         raise ConfigError(
             f"teacher {teacher.identity.name}: feature(s) {per_edge} have one row per edge and cannot be cached "
             "per atom; cache 'edge2node' / 'edge_vector' instead"
         )
-    wanted = ["atom_energy"] * config.atom_energy + list(config.features)
-    check_properties(teacher.identity.name, wanted, teacher.offered_properties)
+    check_properties(teacher.identity.name, list(outputs.names), teacher.offered_properties)
 
 
-def label_properties(config: LabelConfig) -> list[str]:
-    """What to ask the teacher for: energy and forces, plus per-atom energies and the configured features."""
-    return ["energy", "forces"] + (["atom_energy"] if config.atom_energy else []) + list(config.features)
-
-
-def label_structures(teacher: Teacher, atoms_list: Sequence[Atoms], properties: Sequence[str]) -> list[Labels]:
-    """The teacher's labels of many structures: batched model calls where the teacher offers ``label_batch``."""
-    batched = getattr(teacher, "label_batch", None)
-    if batched is not None:
-        return batched(atoms_list, properties)
-    return [teacher.label(atoms, properties) for atoms in atoms_list]
-
-
-def teacher_row_data(labels: Labels, teacher_name: str, config: LabelConfig, encode: Callable) -> dict:
+def teacher_row_data(labels: Labels, teacher_name: str, outputs: CachedOutputs, encode: Callable) -> dict:
     """The ``teacher_*`` keys of a row's ``data`` for a teacher's ``labels`` (see the module docstring)."""
     data = {
         "teacher_name": teacher_name,
         "teacher_energy": float(labels.energy),
         "teacher_forces": encode(labels.forces, "float32"),
     }
-    if config.atom_energy:
+    if outputs.atom_energy:
         data["teacher_atom_energy"] = encode(labels.atom_energy, "float32")
-    if config.features:
-        data["teacher_features"] = {name: encode(labels.features[name], config.feature_dtype) for name in config.features}
+    if outputs.features:
+        data["teacher_features"] = {name: encode(labels.features[name], outputs.dtype) for name in outputs.features}
     return data
 
 
 def label_frames(
     frames: Iterable[LabelledFrame],
     teacher: Teacher,
-    config: LabelConfig,
+    outputs: CachedOutputs,
     encode: Callable,
     progress: Callable[[int], None] | None = None,
 ) -> list[LabelledFrame]:
     """Copies of ``frames`` whose ``data`` carries the teacher's outputs (the frames' own labels are kept)."""
-    properties = label_properties(config)
+    properties = outputs.properties
     out = []
     for frame in frames:
         labels = teacher.label(frame.atoms, properties)
-        data = {**frame.data, **teacher_row_data(labels, teacher.identity.name, config, encode)}
+        data = {**frame.data, **teacher_row_data(labels, teacher.identity.name, outputs, encode)}
         out.append(LabelledFrame(frame.atoms, frame.energy, frame.forces, data))
         if progress is not None:
             progress(1)

@@ -1,14 +1,26 @@
-"""Relax one structure with an ASE optimizer and record every frame."""
+"""Relaxation runs and what they record; the ASE relaxer (one system at a time, any ``ase.optimize`` optimizer).
+
+Both relaxers speak one contract: ``runner(systems, teacher, config, batching, capture=None)`` yields
+``(index, Trajectory)`` pairs as runs end (``relax_each`` here, in index order; ``relax_batched`` in
+``augkd.generators.relax_batched``, in the order systems finish). ``augkd.generators.relax_batched.choose_relaxer``
+says which one a generation runs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from augkd.errors import ConfigError
+from augkd.teachers import Teacher
+
+if TYPE_CHECKING:
+    from augkd.generators.inflight import BatchConfig
 
 
 DEFAULT_ASE_OPTIMIZER = "BFGS"
@@ -49,6 +61,19 @@ class Trajectory:
     error: str | None = None  # the exception text, for logs
 
 
+@dataclass(frozen=True)
+class Capture:
+    """Teacher outputs to keep on chosen frames (``Frame.outputs``).
+
+    names: "atom_energy" and/or feature names of the teacher. frames(system index, step, last) -> whether to keep
+    that frame's outputs (``last``: the frame ends a run that did not fail); None: every frame. The batched relaxer
+    takes them from the forward pass that labelled the frame; the ASE relaxer labels the chosen frames once more.
+    """
+
+    names: tuple[str, ...]
+    frames: Callable[[int, int, bool], bool] | None = None
+
+
 def optimizer_class(name: str) -> type:
     import ase.optimize
 
@@ -82,3 +107,32 @@ def relax(atoms: Atoms, calculator: Calculator, config: RelaxConfig) -> Trajecto
         trajectory.failure = "calculator_error"
         trajectory.error = f"{type(exc).__name__}: {exc}"
     return trajectory
+
+
+def relax_each(
+    systems: Sequence[Atoms],
+    teacher: Teacher,
+    config: RelaxConfig,
+    batching: BatchConfig | None = None,
+    *,
+    capture: Capture | None = None,
+) -> Iterator[tuple[int, Trajectory]]:
+    """Relax ``systems`` one at a time with ``config.optimizer`` (default BFGS) on the teacher's ASE calculator;
+    yields (index, trajectory) in index order (see ``relax``). ``batching`` does not apply (one system at a time)."""
+    calculator = teacher.calculator()
+    for index, atoms in enumerate(systems):
+        trajectory = relax(atoms, calculator, config)
+        if capture is not None:
+            _label_chosen_frames(index, atoms, trajectory, teacher, capture)
+        yield index, trajectory
+
+
+def _label_chosen_frames(index: int, atoms: Atoms, trajectory: Trajectory, teacher: Teacher, capture: Capture) -> None:
+    last = len(trajectory.frames) - 1 if trajectory.failure is None else -1
+    for k, frame in enumerate(trajectory.frames):
+        if capture.frames is None or capture.frames(index, frame.step, k == last):
+            moved = atoms.copy()
+            moved.positions = frame.positions
+            labels = teacher.label(moved, ["energy", "forces", *capture.names])
+            found = {"atom_energy": labels.atom_energy, **labels.features}
+            frame.outputs = {name: found[name] for name in capture.names}

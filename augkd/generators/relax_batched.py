@@ -2,26 +2,27 @@
 
 ``relax_batched(systems, teacher, config)`` relaxes every system with FIRE (``augkd.generators.fire``; ASE's
 parameters and semantics) and yields each system's ``Trajectory`` as soon as it ends, recorded exactly as the
-ASE path (``augkd.generators.relax.relax``) records it: frame k holds the positions after k steps with the energy
+ASE path (``augkd.generators.relax.relax_each``, the same contract) records it: frame k holds the positions after k steps with the energy
 and unconstrained forces there, the run ends when the largest force on a free atom is below ``fmax`` or after
 ``steps`` steps, and non-finite labels or a teacher error end that system's run with ``failure`` set, the frames
 before kept. So subsampling, anomaly filtering and writing are the same code for both paths.
 
 The batch is in flight (``augkd.generators.inflight``): a system leaves when it converges, runs out of steps or
-fails, and waiting systems join while the batch is within its limits. Every system keeps its own FIRE state,
-step count and step limit, FixAtoms (fixed atoms never move), cell and pbc, so it follows the same path whichever
-systems share its forward passes (up to the teacher's float rounding, which can depend on the batch). A teacher
+fails, and waiting systems join while the batch is within its limits. The running systems are one ``BatchState``
+(``augkd.generators.state``) that ``fire_step`` moves: every system keeps its own FIRE memory, step count and step
+limit, FixAtoms (fixed atoms never move), cell and pbc, so it follows the same path whichever systems share its
+forward passes (up to the teacher's float rounding, which can depend on the batch). A teacher
 error for a batch is traced to the system(s) that cause it by running the batch's systems one at a time, and
 only those fail; a batch that runs out of device memory is finished the same way and halves the atom limit.
 Teacher outputs beyond energy and forces (per-atom energies, features) are captured from the
-same forward pass on the frames the caller names.
+same forward pass on the frames the caller names. ``RelaxerChoice`` (``choose_relaxer``) says which relaxer a
+generation runs.
 """
 
 from __future__ import annotations
 
 import time
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,32 +30,15 @@ import torch
 from ase import Atoms
 
 from augkd.errors import ConfigError
-from augkd.generators.fire import (
-    FireParams,
-    FireState,
-    concat_systems,
-    fire_init,
-    fire_step,
-    segment_max,
-    select_systems,
-)
-from augkd.generators.inflight import (
-    AUTO,
-    BatchConfig,
-    InFlightBatcher,
-    SystemCost,
-    count_edges,
-    fastest_size,
-    measure_memory,
-    teacher_graph_cutoff,
-)
-from augkd.generators.relax import DEFAULT_ASE_OPTIMIZER, Frame, RelaxConfig, Trajectory
-from augkd.records import fixed_mask
+from augkd.generators.fire import FireParams, fire_init, fire_step, segment_max
+from augkd.generators.inflight import AUTO, BatchConfig, InFlightBatcher, SystemCost, calibrate, count_edges
+from augkd.generators.relax import DEFAULT_ASE_OPTIMIZER, Capture, Frame, RelaxConfig, Trajectory
+from augkd.generators.state import BatchState
+from augkd.teachers import TeacherSpec, TorchTeacher
+from augkd.teachers.spec import TORCH_BACKENDS
 
 RELAXERS = ("auto", "batched", "ase")
 BATCHED_OPTIMIZER = "FIRE"
-#: teacher spec backends whose teachers run a torch model and predict on a batch (``TorchTeacher``)
-TORCH_BACKENDS = ("ckpt", "chgnet", "sevennet", "fairchem")
 
 
 @dataclass(frozen=True)
@@ -64,7 +48,7 @@ class RelaxerChoice:
     note: str | None = None  # why "auto" chose ASE, for the user
 
 
-def choose_relaxer(requested: str, teacher_spec: str, optimizer: str | None) -> RelaxerChoice:
+def choose_relaxer(requested: str, teacher_spec: TeacherSpec | str, optimizer: str | None) -> RelaxerChoice:
     """The relaxer and optimizer a generation runs, from the request, the teacher spec and the optimizer asked for.
 
     "auto" takes the batched relaxer for torch teachers with FIRE (or no optimizer named), else ASE's path with a
@@ -72,8 +56,7 @@ def choose_relaxer(requested: str, teacher_spec: str, optimizer: str | None) -> 
     """
     if requested not in RELAXERS:
         raise ConfigError(f"relaxer '{requested}' is not one of {RELAXERS}")
-    backend = teacher_spec.partition(":")[0]
-    torch_teacher = backend in TORCH_BACKENDS
+    torch_teacher = TeacherSpec.of(teacher_spec).is_torch
     fire_ok = optimizer in (None, BATCHED_OPTIMIZER)
     if requested == "ase":
         return RelaxerChoice("ase", optimizer or DEFAULT_ASE_OPTIMIZER)
@@ -93,18 +76,6 @@ def choose_relaxer(requested: str, teacher_spec: str, optimizer: str | None) -> 
         note = f"relaxer: ase, one system at a time (the batched relaxer runs FIRE; optimizer '{optimizer}' is ASE's)"
         return RelaxerChoice("ase", optimizer, note)
     return RelaxerChoice("batched", BATCHED_OPTIMIZER)
-
-
-@dataclass(frozen=True)
-class Capture:
-    """Teacher outputs to keep on chosen frames, from the forward pass that labelled them.
-
-    names: "atom_energy" and/or feature names of the teacher. frames(system index, step, last) -> whether to keep
-    that frame's outputs (``last``: the frame ends the trajectory); None: every frame.
-    """
-
-    names: tuple[str, ...]
-    frames: Callable[[int, int, bool], bool] | None = None
 
 
 @dataclass
@@ -130,16 +101,8 @@ class _System:
 
     index: int
     natoms: int
-    max_steps: int
     data: object  # its fairchem AtomicData (numbers, cell, pbc, tags; positions set per step)
     trajectory: Trajectory = field(default_factory=Trajectory)
-    step: int = 0
-
-
-def _teacher_dtype(teacher) -> torch.dtype:
-    """Positions go to the teacher in its own float dtype when it declares one, else in float64 (ASE's)."""
-    dtype = getattr(teacher, "dtype", None)
-    return dtype if isinstance(dtype, torch.dtype) else torch.float64
 
 
 def _atomic_data(atoms: Atoms, dtype: torch.dtype):
@@ -235,7 +198,7 @@ def _join_outputs(parts: list, natoms: list[int], dtype: torch.dtype):
 
 def relax_batched(
     systems: Sequence[Atoms],
-    teacher,
+    teacher: TorchTeacher,
     config: RelaxConfig,
     batching: BatchConfig = BatchConfig(),
     *,
@@ -253,17 +216,17 @@ def relax_batched(
     """
     if config.optimizer not in (None, BATCHED_OPTIMIZER):
         raise ConfigError(f"the batched relaxer runs FIRE only (optimizer '{config.optimizer}' asked for)")
-    if not hasattr(teacher, "predict"):
+    if not isinstance(teacher, TorchTeacher):
         raise ConfigError(f"teacher {teacher.identity.name} cannot predict on a batch: use the ASE relaxer")
     stats = stats if stats is not None else RelaxStats()
     started_at = time.perf_counter()
-    device = torch.device(device if device is not None else getattr(teacher, "device", "cpu"))
-    dtype = _teacher_dtype(teacher)
+    device = torch.device(device if device is not None else teacher.device)
+    dtype = teacher.dtype  # positions go to the teacher in its own float dtype
     limits = list(max_steps) if isinstance(max_steps, Sequence) else [config.steps if max_steps is None else max_steps] * len(systems)
     if len(limits) != len(systems):
         raise ConfigError(f"max_steps has {len(limits)} entries for {len(systems)} systems")
     if capture is not None:
-        offered = {"atom_energy", *teacher.feature_shapes()}
+        offered = set(teacher.offered_properties) - {"energy", "forces"}
         missing = [name for name in capture.names if name not in offered]
         if missing:
             raise ConfigError(f"teacher {teacher.identity.name} cannot capture {missing} (it offers {sorted(offered)})")
@@ -271,39 +234,29 @@ def relax_batched(
     batcher = _batcher(systems, teacher, batching, dtype, device, stats)
     chunk_atoms: int | None = None  # set once a pass ran out of memory: running systems are then evaluated in chunks
     active: list[_System] = []
-    positions = torch.zeros((0, 3), dtype=torch.float64, device=device)
-    free = torch.zeros(0, dtype=torch.bool, device=device)
-    natoms = torch.zeros(0, dtype=torch.long, device=device)
-    state: FireState | None = None
+    state: BatchState | None = None  # the running systems, in the order of ``active``
     batch = None
     while batcher or active:
-        joined = batcher.admit(int(natoms.sum()), sum(batcher.costs[s.index].edges for s in active), len(active))
+        atoms_in_flight = 0 if state is None else int(state.positions.shape[0])
+        joined = batcher.admit(atoms_in_flight, sum(batcher.costs[s.index].edges for s in active), len(active))
         if joined:
-            entering = []
-            for index in joined:
-                atoms = systems[index]
-                entering.append(_System(index, len(atoms), limits[index], _atomic_data(atoms, dtype)))
-            new_positions = torch.tensor(np.concatenate([systems[s.index].positions for s in entering]),
-                                         dtype=torch.float64, device=device)
-            new_natoms = torch.tensor([s.natoms for s in entering], dtype=torch.long, device=device)
-            new_free = torch.tensor(np.concatenate([~fixed_mask(systems[s.index]) for s in entering]), device=device)
-            new_state = fire_init(new_positions, new_natoms, fire)
+            entering = [_System(index, len(systems[index]), _atomic_data(systems[index], dtype)) for index in joined]
+            new = fire_init(BatchState.from_atoms([systems[i] for i in joined], [limits[i] for i in joined], device), fire)
             active += entering
-            positions = torch.cat([positions, new_positions])
-            natoms = torch.cat([natoms, new_natoms])
-            free = torch.cat([free, new_free])
-            state = new_state if state is None else concat_systems([state, new_state])
+            state = new if state is None else BatchState.concat([state, new])
             batch = None
         if batch is None:
             batch = _collate([s.data for s in active], device)
-        stats.largest_batch_atoms = max(stats.largest_batch_atoms, int(positions.shape[0]))
+        natoms = state.natoms
+        stats.largest_batch_atoms = max(stats.largest_batch_atoms, int(state.positions.shape[0]))
         stats.largest_batch_systems = max(stats.largest_batch_systems, len(active))
 
-        output, errors, out_of_memory = _evaluate(teacher, batch, active, positions, dtype, device, chunk_atoms)
+        output, errors, out_of_memory = _evaluate(teacher, batch, active, state.positions, dtype, device, chunk_atoms)
         stats.forward_passes += 1
         stats.isolated_errors += bool(errors)
         if out_of_memory:  # the limit was too generous for this device: from now on half the atoms per pass
-            chunk_atoms = max(min(chunk_atoms or int(positions.shape[0]), int(positions.shape[0])) // 2, 1)
+            atoms = int(state.positions.shape[0])
+            chunk_atoms = max(min(chunk_atoms or atoms, atoms) // 2, 1)
             batcher.max_atoms = chunk_atoms
             stats.max_atoms = chunk_atoms
             stats.out_of_memory += 1
@@ -312,15 +265,17 @@ def relax_batched(
         finite = torch.isfinite(energy) & (
             torch.segment_reduce(torch.isfinite(forces).all(dim=1).to(torch.float64), "min", lengths=natoms) > 0
         )
-        constrained = forces * free[:, None]
+        constrained = forces * state.free[:, None]
         fmax = segment_max(torch.sqrt((constrained * constrained).sum(dim=1)), natoms)
 
         # one transfer per pass, then per-system views on the host
-        host_positions = positions.cpu().numpy()
+        host_positions = state.positions.cpu().numpy()
         host_forces = forces.cpu().numpy()
         host_energy = energy.cpu().numpy()
         host_finite = finite.cpu().numpy()
         host_converged = (fmax < config.fmax).cpu().numpy()
+        host_step = state.step.cpu().numpy()
+        host_done = (state.step >= state.max_steps).cpu().numpy()
         offsets = np.cumsum([0] + [s.natoms for s in active])
         leaving = np.zeros(len(active), dtype=bool)
         captured_rows = []
@@ -335,13 +290,14 @@ def relax_batched(
                 leaving[position] = True
                 continue
             rows = slice(offsets[position], offsets[position + 1])
+            step = int(host_step[position])
             trajectory.frames.append(
-                Frame(host_positions[rows].copy(), float(host_energy[position]), host_forces[rows].copy(), system.step)
+                Frame(host_positions[rows].copy(), float(host_energy[position]), host_forces[rows].copy(), step)
             )
             stats.frames += 1
             trajectory.converged = bool(host_converged[position])
-            leaving[position] = trajectory.converged or system.step >= system.max_steps
-            if capture is not None and (capture.frames is None or capture.frames(system.index, system.step, bool(leaving[position]))):
+            leaving[position] = trajectory.converged or bool(host_done[position])
+            if capture is not None and (capture.frames is None or capture.frames(system.index, step, bool(leaving[position]))):
                 captured_rows.append((position, rows))
         if captured_rows:
             _attach_outputs(output, capture.names, captured_rows, active)
@@ -351,18 +307,14 @@ def relax_batched(
                 yield active[position].index, active[position].trajectory
             keep = torch.from_numpy(~leaving).to(device)
             active = [s for s, gone in zip(active, leaving) if not gone]
-            atom_keep = torch.repeat_interleave(keep, natoms)
-            positions, constrained, free = positions[atom_keep], constrained[atom_keep], free[atom_keep]
+            constrained = constrained[torch.repeat_interleave(keep, natoms)]
             energy = energy[keep]
-            state = select_systems(state, keep, natoms)
-            natoms = natoms[keep]
+            state = state.select(keep)
             batch = None
             if not active:
                 state = None
                 continue
-        positions, state = fire_step(positions, constrained, energy, natoms, state, fire)
-        for system in active:
-            system.step += 1
+        state = fire_step(state, constrained, energy, fire)
     stats.seconds += time.perf_counter() - started_at
 
 
@@ -378,20 +330,32 @@ def _attach_outputs(output, names: tuple[str, ...], rows: list[tuple[int, slice]
         start += n
 
 
-def _batcher(systems: Sequence[Atoms], teacher, batching: BatchConfig, dtype, device, stats: RelaxStats) -> InFlightBatcher:
+def _batcher(systems: Sequence[Atoms], teacher: TorchTeacher, batching: BatchConfig, dtype, device,
+             stats: RelaxStats) -> InFlightBatcher:
     edges = [0] * len(systems)
     if batching.max_edges is not None:
-        graph = teacher_graph_cutoff(teacher)
-        cutoff = batching.edge_cutoff if batching.edge_cutoff is not None else (graph[0] if graph else None)
-        if cutoff is None:
-            raise ConfigError(f"batch max_edges needs batch edge_cutoff: teacher {teacher.identity.name} does not say its cutoff")
-        cap = graph[1] if graph and batching.edge_cutoff is None else None
+        if batching.edge_cutoff is not None:
+            cutoff, cap = batching.edge_cutoff, None
+        else:
+            graph = teacher.graph_cutoff()
+            if graph is None:
+                raise ConfigError(
+                    f"batch max_edges needs batch edge_cutoff: teacher {teacher.identity.name} does not say its cutoff"
+                )
+            cutoff, cap = graph.cutoff, graph.max_neighbors
         edges = [count_edges(atoms, cutoff, cap) for atoms in systems]
     max_atoms = batching.max_atoms
     if max_atoms == AUTO:
         max_atoms = None
         if systems:
-            calibration = _calibration(systems, teacher, batching, dtype, device)
+
+            def forward_pass(atoms: Atoms, copies: int):
+                batch = _collate([_atomic_data(atoms, dtype)] * copies, device)
+                positions = torch.tensor(atoms.positions, dtype=torch.float64, device=device).repeat(copies, 1)
+                return lambda: teacher.predict(_with_positions(batch, positions, dtype))
+
+            calibration = calibrate(systems, teacher, forward_pass, device, batching.memory_fraction,
+                                    key=(str(device), dtype))
             max_atoms = calibration.max_atoms
             stats.memory_max_atoms = calibration.memory_max_atoms
             stats.atoms_per_s = dict(calibration.atoms_per_s)
@@ -399,66 +363,3 @@ def _batcher(systems: Sequence[Atoms], teacher, batching: BatchConfig, dtype, de
     stats.max_atoms = max_atoms
     costs = [SystemCost(len(atoms), e) for atoms, e in zip(systems, edges)]
     return InFlightBatcher(costs, max_atoms, batching.max_edges, batching.max_systems)
-
-
-@dataclass(frozen=True)
-class _Calibration:
-    max_atoms: int
-    memory_max_atoms: int
-    atoms_per_s: dict[int, float]
-    seconds: float
-
-
-# teacher → {(device, dtype, sizes, memory fraction): calibration}: measured once per process, not once per shard
-_CALIBRATIONS: "weakref.WeakKeyDictionary[object, dict[tuple, _Calibration]]" = weakref.WeakKeyDictionary()
-
-
-def _calibration(systems, teacher, batching: BatchConfig, dtype, device) -> _Calibration:
-    """``max_atoms="auto"``: the fastest atoms per pass within the memory cap (see ``augkd.generators.inflight``).
-
-    Probes are copies of the largest system (memory) and of the median-sized one (speed), so the result depends
-    on the systems' sizes only, and is reused for later calls with systems of the same sizes.
-    """
-    largest = max(systems, key=len)
-    typical = sorted(systems, key=len)[len(systems) // 2]
-    total = sum(len(atoms) for atoms in systems)
-    key = (str(device), dtype, len(largest), len(typical), total, batching.memory_fraction)
-    known = _CALIBRATIONS.setdefault(teacher, {})
-    if key in known:
-        return known[key]
-    started = time.perf_counter()
-
-    def fastest_pass(atoms: Atoms, copies: int, passes: int) -> float:
-        """Seconds of the fastest of ``passes`` forward passes over one batch of ``copies`` copies of ``atoms``."""
-        batch = _collate([_atomic_data(atoms, dtype)] * copies, device)
-        positions = torch.tensor(atoms.positions, dtype=torch.float64, device=device).repeat(copies, 1)
-        fastest = float("inf")
-        for _ in range(passes):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            begun = time.perf_counter()
-            teacher.predict(_with_positions(batch, positions, dtype))
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            fastest = min(fastest, time.perf_counter() - begun)
-        return fastest
-
-    def memory_probe(copies: int) -> int:
-        fastest_pass(largest, copies, passes=1)
-        return copies * len(largest)
-
-    memory_cap = max(measure_memory(memory_probe, device).max_atoms(batching.memory_fraction), len(largest))
-    n = len(typical)
-    sizes = [n * 2**j for j in range(32) if n * 2**j <= min(memory_cap, total)] or [n]
-
-    def atoms_per_s(size: int) -> float:
-        return size / fastest_pass(typical, size // n, passes=2)  # the faster of two: the first may warm up
-
-    best, rates = fastest_size(atoms_per_s, sizes)
-    calibration = _Calibration(
-        max_atoms=max(best, len(largest)), memory_max_atoms=memory_cap,
-        atoms_per_s={size: round(rate, 1) for size, rate in rates.items()},
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    known[key] = calibration
-    return calibration

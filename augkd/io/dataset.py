@@ -26,9 +26,9 @@ from typing import Any, Iterable, Iterator
 
 from augkd import __version__
 from augkd.errors import AugkdError
+from augkd.hashing import sha256_file
 from augkd.io.aselmdb import DamagedShardError, MissingShardError, count_aselmdb, read_aselmdb, remove_lmdb, write_aselmdb
 from augkd.records import LabelledFrame
-from augkd.teachers.interface import sha256_file
 
 FORMAT_VERSION = 1
 PLAN = "plan.json"

@@ -205,7 +205,7 @@ def script_potential(model, species: list[int] | None = None) -> bytes:
 
 def export_student(source: str | Path, out: str | Path, script: bool = True) -> Path:
     """Write ``out`` (see the module docstring) from a run directory, checkpoint, trainer state or exported file."""
-    from augkd.teachers.interface import sha256_file
+    from augkd.hashing import sha256_file
 
     student = load_student(source)
     model = student.build_model(torch.float32)

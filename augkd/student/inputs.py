@@ -18,9 +18,6 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from augkd.errors import AugkdError
 
-TEACHER_BACKENDS = ("chgnet", "sevennet", "emt", "ckpt", "ase", "fairchem")
-
-
 @dataclass
 class SimulationModel:
     """A calculator and what the runners must know about it."""
@@ -43,23 +40,19 @@ def load_simulation_model(
         calculator = AugkdCalculator(path, device=device, threads=threads, skin=skin, warn_unseen=False)
         return SimulationModel(calculator, f"{calculator.model_name} ({path})", calculator.species,
                                not calculator.direct_forces)
-    backend = spec.partition(":")[0]
-    if backend not in TEACHER_BACKENDS:
+    from augkd.teachers import TeacherSpec
+    from augkd.teachers.spec import BACKENDS
+
+    if spec.partition(":")[0] not in BACKENDS:
         raise AugkdError(
             f"--model {spec}: no such file, and not a teacher spec (chgnet[:version], sevennet[:model], emt, "
             "ckpt:<path>, ase:<module.Class>, fairchem:<path>)"
         )
-    from augkd.teachers import load_teacher
-    from augkd.teachers.checkpoint import CheckpointTeacher
-
     set_threads(threads)
-    teacher = load_teacher(spec, device=device)
+    teacher = TeacherSpec(spec).load(device)
     species = None if teacher.elements is None else frozenset(atomic_numbers[s] for s in teacher.elements)
-    if isinstance(teacher, CheckpointTeacher):
-        conservative = not teacher.model.direct_forces
-    else:  # CHGNet, SevenNet and EMT forces are −∇E; other ASE calculators and fairchem heads: unknown
-        conservative = True if backend in ("chgnet", "sevennet", "emt") else None
-    return SimulationModel(teacher.calculator(), teacher.identity.name, species, conservative)
+    # CHGNet, SevenNet, EMT and augkd models with gradient forces say −∇E; other ASE calculators and fairchem: unknown
+    return SimulationModel(teacher.calculator(), teacher.identity.name, species, teacher.conservative)
 
 
 def check_species(model: SimulationModel, atoms: Atoms, allow_unseen: bool) -> None:

@@ -8,7 +8,9 @@ import json
 from ase.calculators.calculator import Calculator
 
 from augkd.errors import ConfigError
-from augkd.teachers.interface import CalculatorTeacher, TeacherIdentity, sha256_text
+from augkd.hashing import sha256_text
+from augkd.teachers.base import CalculatorTeacher
+from augkd.teachers.interface import TeacherIdentity
 
 # EMT's parameter table covers these elements only (ase.calculators.emt.parameters).
 EMT_ELEMENTS = frozenset({"Ag", "Al", "Au", "C", "Cu", "H", "N", "Ni", "O", "Pd", "Pt"})
@@ -49,4 +51,4 @@ def emt_teacher(calculator: Calculator | None = None) -> CalculatorTeacher:
     # EMT's "weights" are its parameter table; hash it so that a changed table shows in provenance.
     table = json.dumps({k: list(v) for k, v in sorted(emt.parameters.items())}, default=float)
     identity = TeacherIdentity(name="emt", kind="ase", checkpoint=None, weights_sha256=sha256_text(table))
-    return CalculatorTeacher(identity, calculator or emt.EMT(), elements=EMT_ELEMENTS)
+    return CalculatorTeacher(identity, calculator or emt.EMT(), elements=EMT_ELEMENTS, conservative=True)

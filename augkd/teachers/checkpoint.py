@@ -5,23 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator
 
-from augkd.errors import ConfigError
+from augkd.hashing import sha256_file
 from augkd.models.checkpoint import load_model
 from augkd.models.data import atoms_to_batch, cast_batch
 from augkd.models.interface import ModelOutput
-from augkd.teachers.interface import Labels, TeacherIdentity, check_properties, sha256_file, split_output
+from augkd.teachers.base import TeacherCalculator, TorchTeacherBase
+from augkd.teachers.interface import OUTPUT_PROPERTIES, GraphCutoff, Labels, TeacherIdentity
 
-OUTPUT_PROPERTIES = ("energy", "forces", "atom_energy")
 
-
-class CheckpointTeacher:
+class CheckpointTeacher(TorchTeacherBase):
     """Any augkd model loaded from ``save_model``'s file, always in eval mode and never trained."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
@@ -31,6 +29,7 @@ class CheckpointTeacher:
         self.model.requires_grad_(False)  # a teacher's weights never train; gradient forces need positions only
         self.device = torch.device(device)
         self.dtype = next(model.parameters()).dtype
+        self.conservative = not model.direct_forces
         self.identity = TeacherIdentity(
             name=f"{model.name}-{path.stem}", kind="augkd", checkpoint=str(path), weights_sha256=sha256_file(path)
         )
@@ -42,6 +41,10 @@ class CheckpointTeacher:
     def per_edge_features(self) -> tuple[str, ...]:
         """Features with one row per graph edge: ``predict`` gives them, ``label`` (per-atom arrays) cannot."""
         return self.model.per_edge_features()
+
+    def graph_cutoff(self) -> GraphCutoff:
+        settings = self.model.settings
+        return GraphCutoff(float(settings.cutoff), int(settings.max_neighbors))
 
     #: ``predict(batch, differentiable=True)`` gives outputs that autograd can follow back to ``batch.pos``
     differentiable = True
@@ -71,18 +74,9 @@ class CheckpointTeacher:
         per_edge = set(self.per_edge_features())
         return (*OUTPUT_PROPERTIES, *(name for name in self.feature_shapes() if name not in per_edge))
 
-    def _check_properties(self, properties: Sequence[str]) -> None:
-        per_edge = sorted(set(properties) & set(self.per_edge_features()))
-        if per_edge:
-            raise ConfigError(
-                f"teacher {self.identity.name}: {', '.join(per_edge)} has one row per edge, not per atom "
-                "(label its per-atom sums 'edge2node' / 'edge_vector' instead, or use the teacher online)"
-            )
-        check_properties(self.identity.name, properties, self.offered_properties)
-
     def label(self, atoms: Atoms, properties: Sequence[str] = ("energy", "forces")) -> Labels:
         self._check_properties(properties)
-        output = self.predict(atoms_to_batch([atoms], dtype=self.dtype))
+        output = self._forward_atoms([atoms])
         return Labels(
             energy=float(output.energy[0]),
             forces=output.forces.cpu().numpy().astype(np.float64),
@@ -90,33 +84,8 @@ class CheckpointTeacher:
             features={name: output.features[name].cpu().numpy() for name in properties if name in output.features},
         )
 
-    def label_batch(self, atoms_list: Sequence[Atoms], properties: Sequence[str] = ("energy", "forces")) -> list[Labels]:
-        """``label`` of many structures with one batched forward pass."""
-        self._check_properties(properties)
-        atoms_list = list(atoms_list)
-        if not atoms_list:
-            return []
-        output = self.predict(atoms_to_batch(atoms_list, dtype=self.dtype))
-        return split_output(output, [len(a) for a in atoms_list], set(properties))
+    def _forward_atoms(self, atoms_list: list[Atoms]) -> ModelOutput:
+        return self.predict(atoms_to_batch(atoms_list, dtype=self.dtype))
 
     def calculator(self) -> Calculator:
         return TeacherCalculator(self)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.identity.name})"
-
-
-class TeacherCalculator(Calculator):
-    """ASE calculator over a ``CheckpointTeacher`` (or any teacher whose ``label(atoms)`` gives energy in eV and
-    unconstrained forces in eV/Å)."""
-
-    implemented_properties: ClassVar[list[str]] = ["energy", "forces"]
-
-    def __init__(self, teacher: CheckpointTeacher):
-        super().__init__()
-        self.teacher = teacher
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        labels = self.teacher.label(self.atoms)
-        self.results = {"energy": labels.energy, "forces": labels.forces}

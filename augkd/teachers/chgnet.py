@@ -16,12 +16,9 @@ from pathlib import Path
 from ase.data import chemical_symbols
 
 from augkd.errors import ConfigError
-from augkd.teachers.interface import (
-    ModelTeacher,
-    TeacherIdentity,
-    capture_outputs,
-    sha256_file,
-)
+from augkd.hashing import sha256_file
+from augkd.teachers.base import ModelTeacher, capture_outputs
+from augkd.teachers.interface import GraphCutoff, TeacherIdentity
 
 DEFAULT_VERSION = "0.3.0"
 # CHGNet embeds atomic numbers 1..94 (its AtomEmbedding has 94 rows).
@@ -47,9 +44,11 @@ class CHGNetTeacher(ModelTeacher):
 
     def __init__(self, model, calculator, identity: TeacherIdentity, device: str = "cpu"):
         self.model = model
-        self.device = device
         width = model.model_args.get("atom_fea_dim", 64)
-        super().__init__(identity, calculator, CHGNET_ELEMENTS, {"node": (int(width),)})
+        super().__init__(identity, calculator, CHGNET_ELEMENTS, {"node": (int(width),)}, device=device, conservative=True)
+
+    def graph_cutoff(self) -> GraphCutoff:
+        return GraphCutoff(float(self.model.graph_converter.atom_graph_cutoff))
 
     def _node_module(self):
         return self.model.readout_norm if self.model.readout_norm is not None else self.model.atom_conv_layers[-1]

@@ -26,12 +26,9 @@ from ase.data import chemical_symbols
 
 from augkd._fairchem import quiet_fairchem
 from augkd.errors import ConfigError
-from augkd.teachers.interface import (
-    ModelTeacher,
-    TeacherIdentity,
-    capture_outputs,
-    sha256_file,
-)
+from augkd.hashing import sha256_file
+from augkd.teachers.base import ModelTeacher, capture_outputs
+from augkd.teachers.interface import TeacherIdentity
 
 DEFAULT_TASK = "oc20"
 #: indices of the (lmax+1)² axis that give the l=1 components in x, y, z order (see the module docstring)
@@ -97,7 +94,6 @@ class FairchemTeacher(ModelTeacher):
             calculator = _quiet_calculator_class(FAIRChemCalculator)(predict_unit, task_name=task_name)
         self.predict_unit = predict_unit
         self.task_name = task_name
-        self.device = device
         by_property = {task.property: task for task in tasks[task_name]}
         self._energy_task = by_property.get("energy")
         self._forces_task = by_property.get("forces")
@@ -115,7 +111,8 @@ class FairchemTeacher(ModelTeacher):
         )
         max_z = int(getattr(backbone, "max_num_elements", 100))
         elements = frozenset(chemical_symbols[1 : min(max_z, len(chemical_symbols) - 1) + 1])
-        super().__init__(identity, calculator, elements, shapes, has_atom_energy=self._energy_head is not None)
+        super().__init__(identity, calculator, elements, shapes, has_atom_energy=self._energy_head is not None,
+                         device=device)
 
     def _find_energy_head(self):
         """The one head module with a per-atom ``energy_block`` (summed to the energy), or None."""
@@ -150,7 +147,7 @@ class FairchemTeacher(ModelTeacher):
         import torch
 
         if differentiable:
-            raise ConfigError(f"teacher {self.identity.name} has no differentiable predict()")
+            raise self._no_differentiable_predict()
 
         from augkd.models.interface import ModelOutput
 

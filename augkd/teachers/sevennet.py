@@ -19,12 +19,9 @@ import warnings
 from ase.data import chemical_symbols
 
 from augkd.errors import ConfigError
-from augkd.teachers.interface import (
-    ModelTeacher,
-    TeacherIdentity,
-    capture_outputs,
-    sha256_file,
-)
+from augkd.hashing import sha256_file
+from augkd.teachers.base import ModelTeacher, capture_outputs
+from augkd.teachers.interface import GraphCutoff, TeacherIdentity
 
 DEFAULT_MODEL = "7net-0"
 # Names that resolve to weights inside the wheel; others (omat, mf-ompa, omni, ...) would download.
@@ -75,7 +72,11 @@ class SevenNetTeacher(ModelTeacher):
             if self._vector_block is not None:
                 shapes["vector"] = (3, self._vector_block[1])
         self._node_width = shapes["node"][0]
-        super().__init__(identity, calculator, elements, shapes)
+        super().__init__(identity, calculator, elements, shapes, device=calculator.device, conservative=True)
+
+    def graph_cutoff(self) -> GraphCutoff | None:
+        cutoff = self._calculator.cutoff
+        return GraphCutoff(float(cutoff)) if isinstance(cutoff, (int, float)) else None
 
     @property
     def differentiable(self) -> bool:

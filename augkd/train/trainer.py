@@ -177,10 +177,10 @@ class Trainer:
         teacher_cfg = config["teacher"]
         self.fill_uncached = teacher_cfg["mode"] == "cached" and teacher_cfg.get("uncached") == "online"
         if teacher_cfg["mode"] == "online" or self.fill_uncached:
-            from augkd.teachers import load_teacher
+            from augkd.teachers import TeacherSpec, TorchTeacher
 
-            self.teacher = load_teacher(teacher_cfg["spec"], teacher_cfg["kwargs"], device=str(self.device))
-            if not hasattr(self.teacher, "predict"):
+            self.teacher = TeacherSpec(teacher_cfg["spec"], teacher_cfg["kwargs"]).load(str(self.device))
+            if not isinstance(self.teacher, TorchTeacher):
                 raise ConfigError(f"teacher {self.teacher.identity.name} has no batched predict(); use cached mode")
         self.teacher_refs = None
         if self.references is not None and teacher_cfg["mode"] != "none":
@@ -314,7 +314,7 @@ class Trainer:
     def _teacher_feature_shapes(self) -> dict[str, tuple]:
         online = None
         if self.teacher is not None:
-            shapes = dict(self.teacher.feature_shapes()) if hasattr(self.teacher, "feature_shapes") else {}
+            shapes = dict(self.teacher.feature_shapes())
             online = {**shapes, "atom_energy": ()}
             if not self.fill_uncached:
                 return online

@@ -236,7 +236,7 @@ def test_default_teacher_end_to_end(tmp_path):
     """The embedded default teacher (CHGNet 0.3.0 from its wheel), offline, read back by fairchem."""
     from fairchem.core.datasets import AseDBDataset
 
-    from augkd.teachers.interface import sha256_file
+    from augkd.hashing import sha256_file
 
     out = tmp_path / "chgnet"
     args = ["generate", "d1M", "--out", str(out), "--systems", "2", "--max-atoms", "50", "--steps", "15",

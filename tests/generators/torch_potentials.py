@@ -50,6 +50,20 @@ class MorseTeacher:
         self.calls = 0
         self.batch_sizes: list[int] = []
 
+    # the rest of what a ``TorchTeacher`` declares
+    conservative = True
+    differentiable = False
+    offered_properties = ("energy", "forces", "atom_energy", "node")
+
+    def per_edge_features(self) -> tuple[str, ...]:
+        return ()
+
+    def graph_cutoff(self):
+        return None  # it does not say its cutoff
+
+    def label_batch(self, atoms_list, properties: Sequence[str] = ("energy", "forces")) -> list[Labels]:
+        return [self.label(atoms, properties) for atoms in atoms_list]
+
     def feature_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"node": (2,)}
 

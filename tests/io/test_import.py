@@ -17,9 +17,9 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from augkd.cli import main
+from augkd.hashing import sha256_file
 from augkd.io.dataset import load_manifest, read_frames
 from augkd.records import fixed_mask
-from augkd.teachers.interface import sha256_file
 from conftest import cu_adslab
 
 

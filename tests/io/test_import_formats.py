@@ -16,8 +16,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 
 from augkd.cli import main
+from augkd.hashing import sha256_file
 from augkd.io.dataset import load_manifest
-from augkd.teachers.interface import sha256_file
 from test_import import assert_row_equals_source, import_args, relaxation, rows_by_position, with_nitrogen
 
 

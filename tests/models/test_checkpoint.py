@@ -11,9 +11,9 @@ from conftest import cu_adslab
 from model_helpers import rattled_ethanol, run_model, tiny_model
 
 from augkd.errors import ConfigError
+from augkd.hashing import sha256_file
 from augkd.models import MODEL_NAMES, build_model, load_model, save_model
 from augkd.teachers import Teacher, load_teacher
-from augkd.teachers.interface import sha256_file
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "model"
 

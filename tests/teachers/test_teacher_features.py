@@ -11,8 +11,9 @@ from scipy.spatial.transform import Rotation
 from teachers.fairchem_tiny import save_tiny_fairchem_checkpoint
 
 from augkd.errors import ConfigError
+from augkd.hashing import sha256_file
 from augkd.teachers import Teacher, load_teacher
-from augkd.teachers.interface import Labels, TorchTeacher, sha256_file
+from augkd.teachers.interface import Labels, TorchTeacher
 
 FEATURES = ("atom_energy", "node", "vector")
 

@@ -5,8 +5,8 @@ from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 
 from augkd.errors import ConfigError
+from augkd.hashing import sha256_file
 from augkd.teachers import Teacher, load_teacher
-from augkd.teachers.interface import sha256_file
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ from typing import Any
 from ase.io.formats import string2index
 
 from augkd.errors import ConfigError
+from augkd.hashing import sha256_file
 from augkd.io.importers.discover import FORMATS, ImportFileError, find_files
 from augkd.io.importers.extxyz import index_extxyz
 from augkd.io.importers.readers import check_complete, count_frames, read_oc20_txt, selection
-from augkd.teachers.interface import sha256_file
 
 #: default shard size (frames): an OC20 S2EF file holds 5000 structures
 FRAMES_PER_SHARD = 5000
