@@ -115,7 +115,9 @@ class OnlineJitter:
 
     def loss(self, data, student: torch.nn.Module, teacher, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """``student`` is the trained module itself (not a DDP wrapper): its forward here adds to the same backward."""
-        from augkd.kd.losses import LossBatch, TeacherTargets, ocp_loss
+        from augkd.kd.losses import ocp_loss
+        from augkd.kd.targets import TeacherTargets
+        from augkd.reductions import LossBatch
 
         moved, _, stats = self.displaced_copy(data, student, teacher, step)
         targets = TeacherTargets.from_output(teacher.predict(moved))
