@@ -300,7 +300,7 @@ def attack_loss(
     energy_scale: float = 1.0, force_scale: float = 1.0,
 ) -> torch.Tensor:
     """Σ over structures of each structure's own attack loss ``kind`` (see the module docstring)."""
-    from augkd.kd.losses import LossBatch, energy_loss, force_loss, weighted_mean
+    from augkd.reductions import LossBatch, energy_loss, force_loss, weighted_mean
 
     dtype = student_out.forces.dtype
     device = student_out.forces.device

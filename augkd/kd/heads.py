@@ -14,7 +14,10 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from augkd.kd.losses import HEAD_LOSSES, KDLoss, TeacherTargets
+from augkd.errors import ConfigError
+from augkd.kd.combine import KDLoss
+from augkd.kd.features import HEAD_LOSSES, check_features, teacher_channels
+from augkd.kd.targets import TeacherTargets
 from augkd.models.interface import ModelOutput
 
 HEADS_PREFIX = "kd_heads"
@@ -47,11 +50,14 @@ class ProjectionHeads(nn.ModuleDict):
     ):
         super().__init__()
         names = losses.names if isinstance(losses, KDLoss) else list(losses)
-        kd = KDLoss([{"name": n, "lambda": 1.0} for n in names if n in HEAD_LOSSES])
-        kd.check(student_shapes, teacher_shapes)
-        for name in kd.names:
+        head_names = [n for n in names if n in HEAD_LOSSES]
+        twice = sorted({n for n in head_names if head_names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"KD loss {twice[0]!r} is configured twice")
+        check_features(head_names, student_shapes, teacher_shapes)
+        for name in head_names:
             c_s = int(tuple(student_shapes[HEAD_LOSSES[name]])[-1])
-            c_t = kd.teacher_channels(name, teacher_shapes)
+            c_t = teacher_channels(name, teacher_shapes)
             self[name] = nn.Linear(c_s, c_t, bias=(name != "v2v"))
 
 

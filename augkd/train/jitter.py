@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from augkd.errors import ConfigError
-from augkd.train.element_refs import reference_output
 from augkd.generators.jitter import (
     ATTACK_LOSSES,
     Student,
@@ -29,6 +28,7 @@ from augkd.generators.jitter import (
     onto_sphere,
     rattle_directions,
 )
+from augkd.train.element_refs import reference_output
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,9 @@ class OnlineJitter:
 
     def loss(self, data, student: torch.nn.Module, teacher, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """``student`` is the trained module itself (not a DDP wrapper): its forward here adds to the same backward."""
-        from augkd.kd.losses import LossBatch, TeacherTargets, ocp_loss
+        from augkd.kd.losses import ocp_loss
+        from augkd.kd.targets import TeacherTargets
+        from augkd.reductions import LossBatch
 
         moved, _, stats = self.displaced_copy(data, student, teacher, step)
         prediction = teacher.predict(moved)

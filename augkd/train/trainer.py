@@ -141,7 +141,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: str | Path):
         from augkd.kd.heads import ProjectionHeads
-        from augkd.kd.losses import KDLoss
+        from augkd.kd.combine import KDLoss
         from augkd.models.registry import build_model
         from augkd.train.jitter import online_jitter
 
@@ -417,46 +417,24 @@ class Trainer:
     # -- one step ----------------------------------------------------------------------------------------------
     def _targets(self, batch: TrainBatch, samples: list):
         """The teacher's side of the KD losses: online, cached, or cached with the teacher filling uncached rows."""
-        from augkd.kd.losses import TeacherTargets
+        from augkd.kd.targets import TeacherTargets
 
         if self.teacher is not None and (not self.fill_uncached or batch.teacher is None):
             return TeacherTargets.from_output(self._teacher_scale(self.teacher.predict(batch.batch), batch.batch))
         if batch.teacher is None:
             return None
-        teacher = batch.teacher
         rows, atoms = batch.teacher_rows, batch.teacher_atoms
-        n_atoms, n_rows = atoms.shape[0], rows.shape[0]
         # rows without cached outputs get zeros and are masked out of the per-atom losses (or filled online)
-        forces = torch.zeros(n_atoms, 3, device=atoms.device)
-        forces[atoms] = teacher["forces"]
-        energy = torch.zeros(n_rows, device=atoms.device)
-        energy[rows] = teacher["energy"]
-        features = {}
-        for name, value in teacher["features"].items():
-            full = torch.zeros((n_atoms, *value.shape[1:]), device=atoms.device)
-            full[atoms] = value
-            features[name] = full
-        atom_energy = None
-        if "atom_energy" in teacher:
-            atom_energy = torch.zeros(n_atoms, device=atoms.device)
-            atom_energy[atoms] = teacher["atom_energy"]
-        mask = atoms
+        targets = TeacherTargets.from_cached(batch.teacher, rows, atoms)
         if self.fill_uncached and not bool(rows.all()):
             uncached = collate([s for s, cached in zip(samples, rows.tolist()) if not cached]).to(self.device)
-            online = TeacherTargets.from_output(self._teacher_scale(self.teacher.predict(uncached.batch), uncached.batch))
-            todo = ~atoms
-            forces[todo] = online.forces.to(forces.dtype)
-            energy[~rows] = online.energy.to(energy.dtype)
-            for name, full in features.items():
-                full[todo] = online.features[name].to(full.dtype)
-            if atom_energy is not None:
-                atom_energy[todo] = online.atom_energy.to(atom_energy.dtype)
-            mask = None
-        return TeacherTargets(energy=energy, forces=forces, atom_energy=atom_energy, features=features, mask=mask)
+            online = self._teacher_scale(self.teacher.predict(uncached.batch), uncached.batch)
+            targets.fill(TeacherTargets.from_output(online), rows, atoms)
+        return targets
 
     def _origin_losses(self, output, data, info, origins: list[str]) -> dict[str, float]:
         """Unweighted L_E and L_F of each origin in the batch (logged, and summed into this epoch's means)."""
-        from augkd.kd.losses import energy_loss, force_loss
+        from augkd.reductions import energy_loss, force_loss
 
         log: dict[str, float | str] = {}
         for origin in self.mixture.origins:  # every origin gets its columns, blank when absent from the batch
@@ -477,7 +455,8 @@ class Trainer:
         return log
 
     def train_step(self) -> dict[str, float]:
-        from augkd.kd.losses import LossBatch, ocp_loss
+        from augkd.kd.losses import ocp_loss
+        from augkd.reductions import LossBatch
 
         indices = self.sampler.next_batch()
         samples = [self.train_set[i] for i in indices]

@@ -5,7 +5,6 @@
 import lzma
 import subprocess
 import textwrap
-from pathlib import Path
 
 import ase.db
 import ase.io

@@ -17,8 +17,9 @@ from augkd.kd import (
     feature_shapes,
     ocp_loss,
 )
-from augkd.kd.losses import Vanilla2Loss, feature_loss, weighted_mean
+from augkd.kd.losses import Vanilla2Loss, feature_loss
 from augkd.models.interface import Graph, ModelOutput
+from augkd.reductions import weighted_mean
 
 
 def two_systems():

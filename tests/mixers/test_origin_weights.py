@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from augkd.kd.losses import KDLoss, LossBatch, TeacherTargets, ocp_loss
+from augkd.kd import KDLoss, LossBatch, TeacherTargets, ocp_loss
 from augkd.mixers import MixtureSampler, batch_shares, origin_weights
 from augkd.models.interface import ModelOutput
 

@@ -14,7 +14,7 @@ from model_helpers import random_rotation, rattled_ethanol
 from augkd.cli import main
 from augkd.errors import ConfigError
 from augkd.io.dataset import DatasetWriter
-from augkd.kd.losses import TeacherTargets, edge_to_node, edge_to_vector
+from augkd.kd.targets import TeacherTargets, edge_to_node, edge_to_vector
 from augkd.models import build_model, load_model, save_model
 from augkd.models.data import atoms_to_batch
 from augkd.models.gemnet_oc import fit_scale_factors

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from augkd.config import compose_over_default
-from augkd.kd.losses import KDLoss
+from augkd.kd.combine import KDLoss
 from augkd.models.registry import build_model
 from augkd.train.trainer import TrainConfig
 
