@@ -32,7 +32,7 @@ with ``augkd export`` to ``DIR/<config>/seed<k>/student.pt`` (the first seed's a
 scored on dft-test with ``augkd evaluate --json`` (raw: energies as the student predicts them) and, for the table,
 with the same metric code (``augkd.train.metrics``) on predictions of ``AugkdCalculator(student.pt)`` after a
 per-element linear energy reference fitted on dft-train (least squares of E_DFT − E_model over the training
-compositions, ``augkd.train.element_refs.fit_element_references``). The teacher is no augkd checkpoint, so
+compositions, ``augkd.element_refs.fit_element_references``). The teacher is no augkd checkpoint, so
 ``augkd evaluate`` cannot score it: its predictions come from its ASE calculator, with the same re-referencing —
 this is what makes its (Materials Project-scale) energies comparable with GPAW's, and it is applied to every model
 alike. Forces are untouched by references. The learning curves' validation points are on dft-test (monitoring only:
@@ -230,7 +230,7 @@ def predict(calculator, frames) -> tuple[list[float], list]:
 
 def reference_correction(train_frames, train_energies) -> tuple:
     """Per-element offsets (eV/atom, by Z) fitted on E_DFT − E_model over the training rows, and the fit report."""
-    from augkd.train.element_refs import fit_element_references
+    from augkd.element_refs import fit_element_references
 
     numbers = [f.atoms.numbers for f in train_frames]
     delta = [f.energy - e for f, e in zip(train_frames, train_energies)]

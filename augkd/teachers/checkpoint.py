@@ -11,6 +11,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from augkd.element_refs import ElementReferences, reference_output
 from augkd.hashing import sha256_file
 from augkd.models.checkpoint import load_model
 from augkd.models.data import atoms_to_batch, cast_batch
@@ -24,7 +25,10 @@ class CheckpointTeacher(TorchTeacherBase):
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         path = Path(path)
-        model, _ = load_model(path)
+        model, extra = load_model(path)
+        #: a student trained on referenced energies predicts on its ``predict_origin``'s scale with these added
+        refs = extra.get("element_refs")
+        self.element_refs = None if refs is None else ElementReferences.from_extra(refs).refs(refs["predict_origin"])
         self.model = model.to(device).eval()
         self.model.requires_grad_(False)  # a teacher's weights never train; gradient forces need positions only
         self.device = torch.device(device)
@@ -57,9 +61,9 @@ class CheckpointTeacher(TorchTeacherBase):
         """
         batch = cast_batch(batch.to(self.device), self.dtype)
         if differentiable:
-            return self.model(batch)
+            return self._on_scale(self.model(batch), batch)
         with torch.no_grad():  # gradient-force models re-enable grad for -∇E themselves
-            output = self.model(batch)
+            output = self._on_scale(self.model(batch), batch)
         graph = output.graph
         return ModelOutput(
             energy=output.energy.detach(),
@@ -68,6 +72,9 @@ class CheckpointTeacher(TorchTeacherBase):
             features={name: value.detach() for name, value in output.features.items()},
             graph=replace(graph, edge_vec=graph.edge_vec.detach(), edge_dist=graph.edge_dist.detach()),
         )
+
+    def _on_scale(self, output: ModelOutput, batch) -> ModelOutput:
+        return output if self.element_refs is None else reference_output(output, batch, self.element_refs, sign=1.0)
 
     @property
     def offered_properties(self) -> tuple[str, ...]:

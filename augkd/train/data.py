@@ -16,7 +16,7 @@ from augkd.io.aselmdb import AselmdbReader
 from augkd.io.arrays import decode_array, is_encoded_array
 from augkd.io.dataset import shard_paths
 from augkd.records import LabelledFrame
-from augkd.train.element_refs import ElementReferences
+from augkd.element_refs import ElementReferences
 
 
 @dataclass

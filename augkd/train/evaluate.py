@@ -10,7 +10,7 @@ import torch
 
 from augkd.errors import ConfigError
 from augkd.train.data import FrameDataset, iter_batches
-from augkd.train.element_refs import ElementReferences
+from augkd.element_refs import ElementReferences
 from augkd.train.metrics import MetricAccumulator, compare_table
 
 

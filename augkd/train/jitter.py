@@ -28,7 +28,7 @@ from augkd.generators.jitter import (
     onto_sphere,
     rattle_directions,
 )
-from augkd.train.element_refs import reference_output
+from augkd.element_refs import reference_output
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from augkd.errors import AugkdError, ConfigError
 from augkd.mixers import OriginStats, epoch_row, resolve_mixture
 from augkd.mixers.sources import check_mixture_config
 from augkd.train.data import FrameDataset, TrainBatch, collate
-from augkd.train.element_refs import (
+from augkd.element_refs import (
     ElementReferences, describe_references, evenly_spaced, fit_source_references, fitted_teacher_references,
     load_references, reference_output,
 )

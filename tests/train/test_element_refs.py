@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from augkd.errors import ConfigError
-from augkd.train.element_refs import (
+from augkd.element_refs import (
     N_REFS,
     ElementReferences,
     apply_references,

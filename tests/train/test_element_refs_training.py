@@ -17,7 +17,7 @@ from augkd.cli import main
 from augkd.config import compose
 from augkd.errors import ConfigError
 from augkd.models.checkpoint import load_model
-from augkd.train.element_refs import ElementReferences
+from augkd.element_refs import ElementReferences
 from augkd.train.trainer import TrainConfig, Trainer
 
 #: per-element offsets (eV/atom) of the "other code": far larger than EMT's own energy spread
@@ -30,7 +30,8 @@ def emt_frames(seed, count):
     frames = []
     for index in range(count):
         build = (fcc111, fcc100)[index % 2]
-        slab = build(("Cu", "Pt")[(index // 2) % 2], size=(2, 2, 3), vacuum=6.0)
+        layers = 3 + (index // 8) % 2  # two slab thicknesses: compositions that fix every element's reference
+        slab = build(("Cu", "Pt")[(index // 2) % 2], size=(2, 2, layers), vacuum=6.0)
         slab.set_tags(np.where(slab.positions[:, 2] > slab.positions[:, 2].min() + 1.0, 1, 0))
         add_adsorbate(slab, ("O", "H")[(index // 4) % 2], 1.8, "ontop")
         slab.info.clear()
@@ -139,7 +140,7 @@ def test_checkpoint_carries_references_and_evaluate_says_which(sources, tmp_path
 
 
 def test_references_from_a_file_and_bad_settings(sources, tmp_path):
-    from augkd.train.element_refs import save_references
+    from augkd.element_refs import save_references
 
     path = save_references(tmp_path / "refs.json", ElementReferences(
         {"dft": np.zeros(119), "other": np.zeros(119)}, "dft"))
@@ -153,3 +154,14 @@ def test_references_from_a_file_and_bad_settings(sources, tmp_path):
     with pytest.raises(ConfigError, match="none for origin.*other"):
         train(sources, "other", tmp_path / "partial", str(only_dft))
     assert not (tmp_path / "partial").exists()
+
+
+def test_checkpoint_teacher_predicts_on_the_prediction_origin_scale(sources, tmp_path):
+    """A student used as a ``ckpt:`` teacher labels on the same scale as its AugkdCalculator."""
+    from augkd.teachers import TeacherSpec
+
+    checkpoint = train(sources, "other_shifted", tmp_path / "run", "fit")
+    frames = emt_frames(2, 3)
+    teacher = TeacherSpec(f"ckpt:{checkpoint}").load("cpu")
+    labelled = [teacher.label(atoms).energy for atoms in frames]
+    assert np.allclose(labelled, predictions(checkpoint, frames), atol=2e-3)
