@@ -96,14 +96,20 @@ def fresh_process_predictions(path: Path, structures: Path) -> list[dict]:
 
 
 def checkpoint_predictions(checkpoint: Path, atoms_list) -> list[tuple[float, np.ndarray]]:
-    """The checkpoint's own predictions (``AtomisticModel.forward`` on fairchem's graph), energy and forces."""
+    """The checkpoint's own predictions (``AtomisticModel.forward`` on fairchem's graph, plus the element
+    references of its prediction origin when it was trained with them), energy and forces."""
+    from augkd.element_refs import ElementReferences
     from augkd.models.checkpoint import load_model
     from augkd.models.data import atoms_to_batch
 
-    model, _ = load_model(checkpoint)
+    model, extra = load_model(checkpoint)
+    references = ElementReferences.from_extra(extra["element_refs"]) if extra.get("element_refs") else None
     outputs = []
     for atoms in atoms_list:
         with torch.no_grad():
             output = model(atoms_to_batch([atoms]))
-        outputs.append((float(output.energy[0].detach()), output.forces.detach().numpy().astype(np.float64)))
+        energy = float(output.energy[0].detach())
+        if references is not None:
+            energy = references.predicted(energy, atoms.numbers)
+        outputs.append((energy, output.forces.detach().numpy().astype(np.float64)))
     return outputs
