@@ -91,3 +91,17 @@ def _check_known_keys(changes: dict, base: dict, path: Path, prefix: str = "") -
             raise ConfigError(f"--config {path}: unknown key {dotted} (known here: {', '.join(sorted(base))})")
         if isinstance(value, dict) and isinstance(base[key], dict) and base[key]:
             _check_known_keys(value, base[key], path, f"{dotted}.")
+
+
+def apply_flags(values: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """Set every dotted key of ``flags`` (``relax.fmax``, ``data.train``) whose value is not None in the resolved
+    config ``values`` (in place; returned): command-line flags win over the yaml and the ``key=value`` overrides."""
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        section = values
+        for parent in parents:
+            section = section[parent]
+        section[leaf] = value
+    return values

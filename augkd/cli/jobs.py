@@ -40,7 +40,7 @@ def _device(args: argparse.Namespace) -> str:
 
 def _generate_job(args: argparse.Namespace):
     """The job of a ``generate`` command line (yaml ← overrides ← flags) and its ``workers`` value."""
-    from augkd.config import compose
+    from augkd.config import apply_flags, compose
     from augkd.distributed.jobs import GenerateJob
     from augkd.generators.d1m import GenerateConfig
 
@@ -65,14 +65,7 @@ def _generate_job(args: argparse.Namespace):
         flags["teacher_kwargs"] = _teacher_kwargs(args.teacher_kwargs)
     if args.keep_final:
         flags["frames.keep_final"] = True
-    values = compose("generate", args.kind, list(args.overrides))
-    for dotted, value in flags.items():  # flags win over overrides and the yaml
-        if value is not None:
-            *parents, leaf = dotted.split(".")
-            section = values
-            for parent in parents:
-                section = section[parent]
-            section[leaf] = value
+    values = apply_flags(compose("generate", args.kind, list(args.overrides)), flags)
     workers = values.pop("workers", 1)
     config = GenerateConfig.from_dict(values)
     note = config.relaxer_choice.note
@@ -86,10 +79,10 @@ def _label_job(args: argparse.Namespace):
     from augkd.generators.label import LabelConfig
 
     kwargs = _teacher_kwargs(args.teacher_kwargs) if args.teacher_kwargs else {}
-    features = tuple(f for f in (args.features or "").replace(" ", "").split(",") if f and f != "atom_energy")
+    features, atom_energy = _features(args.features)
     config = LabelConfig(
-        teacher=args.teacher, teacher_kwargs=kwargs, features=features,
-        atom_energy="atom_energy" in (args.features or ""), feature_dtype=args.feature_dtype,
+        teacher=args.teacher, teacher_kwargs=kwargs, features=features, atom_energy=atom_energy,
+        feature_dtype=args.feature_dtype,
     )
     return LabelJob(_existing_dataset(args.source), config, device=_device(args)), None
 
@@ -98,13 +91,13 @@ def _jitter_job(args: argparse.Namespace):
     from augkd.distributed.jobs import JitterJob
     from augkd.generators.jitter import JitterConfig
 
-    features = tuple(f for f in (args.features or "").replace(" ", "").split(",") if f and f != "atom_energy")
+    features, atom_energy = _features(args.features)
     options = {
         "norm": args.norm, "mode": args.mode, "copies": args.copies, "seed": args.seed, "teacher": args.teacher,
         "teacher_kwargs": _teacher_kwargs(args.teacher_kwargs) if args.teacher_kwargs else {},
         "student": str(Path(args.student).resolve()) if args.student else None, "steps": args.steps,
         "step_size": args.step_size, "attack_loss": args.attack_loss, "features": features,
-        "atom_energy": "atom_energy" in (args.features or ""), "feature_dtype": args.feature_dtype,
+        "atom_energy": atom_energy, "feature_dtype": args.feature_dtype,
         "all_atoms_free": args.all_atoms_free, "force_large_norm": args.force_large_norm, "device": _device(args),
         "batch_size": args.batch_size,
     }
@@ -112,6 +105,12 @@ def _jitter_job(args: argparse.Namespace):
         raise AugkdError(f"--student {args.student}: no such checkpoint file")
     config = JitterConfig(**{key: value for key, value in options.items() if value is not None})
     return JitterJob(_existing_dataset(args.source), config), None
+
+
+def _features(text: str | None) -> tuple[tuple[str, ...], bool]:
+    """``--features atom_energy,node,...`` → (the feature names, whether per-atom energies are cached)."""
+    names = [name for name in (text or "").replace(" ", "").split(",") if name]
+    return tuple(name for name in names if name != "atom_energy"), "atom_energy" in names
 
 
 def _existing_dataset(path: Path) -> Path:

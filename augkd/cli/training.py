@@ -20,77 +20,53 @@ def _parse_kd(text: str) -> list[dict]:
     return terms
 
 
-def _weight_ratios(text: str) -> tuple[float | None, dict[str, float]]:
-    """``--r-sdft 0.3`` (every non-reference origin) or ``--r-sdft synthetic=0.3,rattle=0.5`` (one by one)."""
-    try:
-        return float(text), {}
-    except ValueError:
-        pass
-    problem = f"--r-sdft {text!r}: write a number, or ORIGIN=RATIO pairs, e.g. synthetic=0.3,rattle=0.5"
-    ratios = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        origin, sep, value = item.partition("=")
-        try:
-            ratios[origin] = float(value)
-        except ValueError:
-            raise AugkdError(problem) from None
-        if not (sep and origin):
-            raise AugkdError(problem)
-    if not ratios:
-        raise AugkdError(problem)
-    return None, ratios
+def _paths(paths: list[Path] | None) -> list[str] | None:
+    return [str(p) for p in paths] if paths else None
 
 
 def _train(args: argparse.Namespace) -> int:
-    from augkd.config import compose_over_default
+    from augkd.config import apply_flags, compose_over_default
     from augkd.mixers import parse_source
+    from augkd.mixers.config import parse_weight_ratios
     from augkd.threads import set_threads
     from augkd.train.trainer import TrainConfig, Trainer
 
     set_threads(args.threads, processes=_local_ranks())
     values = compose_over_default("train", args.config, list(args.overrides))
+    flags = {
+        "device": args.device or None,
+        "data.train": _paths(args.data),
+        "data.synthetic": _paths(args.synthetic),
+        "data.sources": [parse_source(text) for text in args.source] if args.source else None,
+        "data.val": _paths(args.val),
+        "mixer.alpha_target": args.alpha_target,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "model.name": args.model or None,
+        "optim.lr": args.lr,
+    }
     if args.init_from:
         from augkd.train.init import checkpoint_model
 
-        values["init"]["checkpoint"] = str(args.init_from.resolve())
-        values["init"]["normalizer"] = bool(args.init_normalizer)
+        flags["init.checkpoint"] = str(args.init_from.resolve())
+        flags["init.normalizer"] = bool(args.init_normalizer)
         if not args.model:  # the model of the checkpoint, unless another one is asked for (and then refused)
-            values["model"]["name"], values["model"]["overrides"] = checkpoint_model(args.init_from)
-    if args.device:
-        values["device"] = args.device
-    if args.data:
-        values["data"]["train"] = [str(p) for p in args.data]
-    if args.synthetic:
-        values["data"]["synthetic"] = [str(p) for p in args.synthetic]
-    if args.source:
-        values["data"]["sources"] = [parse_source(text) for text in args.source]
-    if args.alpha_target is not None:
-        values["mixer"]["alpha_target"] = args.alpha_target
+            flags["model.name"], flags["model.overrides"] = checkpoint_model(args.init_from)
     if args.r_sdft is not None:
-        r, ratios = _weight_ratios(args.r_sdft)
-        if r is not None:
-            values["mixer"]["r_sdft"] = r
-        values["mixer"]["weight_ratios"] = {**values["mixer"]["weight_ratios"], **ratios}
-    if args.val:
-        values["data"]["val"] = [str(p) for p in args.val]
-    for key, value in (("steps", args.steps), ("batch_size", args.batch_size), ("seed", args.seed)):
-        if value is not None:
-            values[key] = value
-    if args.model:
-        values["model"]["name"] = args.model
-    if args.teacher:
-        if args.teacher == "cached":
-            values["teacher"]["mode"] = "cached"
-        else:
-            values["teacher"].update(mode="online", spec=args.teacher)
+        r, ratios = parse_weight_ratios(args.r_sdft)
+        flags["mixer.r_sdft"] = r
+        flags["mixer.weight_ratios"] = {**values["mixer"]["weight_ratios"], **ratios}
+    if args.teacher == "cached":
+        flags["teacher.mode"] = "cached"
+    elif args.teacher:
+        flags["teacher.mode"], flags["teacher.spec"] = "online", args.teacher
     if args.kd:
         try:
-            values["kd"]["losses"] = _parse_kd(args.kd)
+            flags["kd.losses"] = _parse_kd(args.kd)
         except ValueError:
             raise AugkdError(f"--kd {args.kd!r}: write name:lambda pairs, e.g. n2n:100,vanilla1:1") from None
-    if args.lr is not None:
-        values["optim"]["lr"] = args.lr
-    trainer = Trainer(TrainConfig.from_dict(values), args.out)
+    trainer = Trainer(TrainConfig.from_dict(apply_flags(values, flags)), args.out)
     result = trainer.fit(progress=not args.quiet)
     print(json.dumps({"run": str(args.out), **result}))
     return 0

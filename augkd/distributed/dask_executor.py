@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from augkd.errors import AugkdError, ConfigError
 from augkd.io.dataset import PLAN, DatasetError, DatasetWriter
@@ -178,7 +178,7 @@ def run_dask(
     progress: bool = True,
     resume: bool = False,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-    on_shard_done: Callable[[Any, int, dict], None] | None = None,
+    callbacks: Sequence[Callable[[Any, int, dict], None]] = (),
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Run every missing shard of ``job`` into ``out`` as Dask tasks and write the manifest; returns it.
@@ -186,7 +186,8 @@ def run_dask(
     ``threads``: torch threads in each worker (default: a local cluster's workers share this machine's CPUs; a
     remote worker uses what its host granted it).
 
-    ``on_shard_done(client, index, record)`` is called as each shard lands (tests use it to kill a worker).
+    ``callbacks``: each is called ``callback(client, index, record)`` as each shard lands (monitoring; the tests
+    kill a worker from one).
     """
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
@@ -230,8 +231,8 @@ def run_dask(
                         f"command to finish the missing shards"
                     ) from None
                 bar.shard_done(record["rows"])
-                if on_shard_done is not None:
-                    on_shard_done(client, index_of[future.key], record)
+                for callback in callbacks:
+                    callback(client, index_of[future.key], record)
         finally:
             bar.close()
             for future in futures:

@@ -1,11 +1,13 @@
 """Mixing training sources: α_target sampling over N origins and origin-weighted losses (algorithms.md "Mixer")."""
 
+from augkd.mixers.config import MixerConfig, parse_weight_ratios
 from augkd.mixers.sampler import MixtureSampler, check_alphas
 from augkd.mixers.sources import Mixture, Source, parse_source, resolve_mixture
 from augkd.mixers.stats import OriginStats, epoch_row
 from augkd.mixers.weights import batch_shares, origin_weights
 
 __all__ = [
+    "MixerConfig",
     "Mixture",
     "MixtureSampler",
     "OriginStats",
@@ -15,5 +17,6 @@ __all__ = [
     "epoch_row",
     "origin_weights",
     "parse_source",
+    "parse_weight_ratios",
     "resolve_mixture",
 ]

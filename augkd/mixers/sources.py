@@ -26,8 +26,9 @@ from typing import Any
 import torch
 
 from augkd.errors import ConfigError
+from augkd.mixers.config import MixerConfig, share
 from augkd.mixers.sampler import MixtureSampler, check_alphas
-from augkd.mixers.weights import check_ratio, origin_weights
+from augkd.mixers.weights import origin_weights
 
 SYNTHETIC = "synthetic"
 
@@ -87,19 +88,8 @@ def _entry_spec(entry: Any, where: str) -> SourceSpec:
         raise ConfigError(f"{where}: origin must be a non-empty name, got {origin!r}")
     alpha = entry.get("alpha")
     if alpha is not None:
-        alpha = _share(alpha, f"{where}: alpha")
+        alpha = share(alpha, f"{where}: alpha")
     return SourceSpec(tuple(str(p) for p in paths), origin, alpha)
-
-
-def _share(value: Any, name: str) -> float:
-    """``value`` as a float in [0, 1], or a one-line error naming ``name`` and the value."""
-    try:
-        share = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} {value!r} must be a number in [0, 1]") from None
-    if not (math.isfinite(share) and 0.0 <= share <= 1.0):
-        raise ConfigError(f"{name} {share:g} must be in [0, 1]")
-    return share
 
 
 def explicit_specs(data: Mapping[str, Any]) -> list[SourceSpec]:
@@ -112,8 +102,8 @@ def explicit_specs(data: Mapping[str, Any]) -> list[SourceSpec]:
     return specs
 
 
-def check_mixture_config(data: Mapping[str, Any], mixer: Mapping[str, Any]) -> None:
-    """Everything about the sources and the mixer that can be checked without opening a dataset."""
+def check_mixture_config(data: Mapping[str, Any], mixer: MixerConfig | Mapping[str, Any]) -> MixerConfig:
+    """Everything about the sources and the mixer that can be checked without opening a dataset; the parsed mixer."""
     specs = explicit_specs(data)
     if not data.get("train") and not specs:
         raise ConfigError("no training data: pass --data DIR (or --source ORIGIN=DIR)")
@@ -121,31 +111,16 @@ def check_mixture_config(data: Mapping[str, Any], mixer: Mapping[str, Any]) -> N
     duplicates = sorted({o for o in named if named.count(o) > 1})
     if duplicates:
         raise ConfigError(f"duplicate origin(s) {duplicates} among the sources; give each origin one source")
-    alpha_target = mixer.get("alpha_target")
-    if alpha_target is not None:
-        alpha_target = _share(alpha_target, "--alpha-target")
-        if any(s.alpha is not None for s in specs):
-            raise ConfigError("give either --alpha-target or per-source alphas, not both")
+    mixer = MixerConfig.of(mixer)
+    if mixer.alpha_target is not None and any(s.alpha is not None for s in specs):
+        raise ConfigError("give either --alpha-target or per-source alphas, not both")
     given = [s for s in specs if s.alpha is not None]
     if given and (len(given) != len(specs) or data.get("train")):
         raise ConfigError("give an alpha for every source or for none (--data directories take none: "
                           "use --source ORIGIN=DIR:ALPHA for each)")
     if given:
         check_alphas([s.alpha for s in given], [s.origin or ",".join(s.paths) for s in given])
-    check_ratio("r_sdft (every origin but the reference)", mixer.get("r_sdft", 1.0))
-    ratios = mixer.get("weight_ratios") or {}
-    if not isinstance(ratios, Mapping):
-        raise ConfigError(f"mixer.weight_ratios must map origin → ratio, got {ratios!r}")
-    for origin, ratio in ratios.items():
-        check_ratio(origin, ratio)
-    length = mixer.get("epoch_length")
-    if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length <= 0):
-        raise ConfigError(f"mixer.epoch_length {length!r} must be a whole number > 0 (or null: all rows)")
-    if not isinstance(mixer.get("replacement", False), bool):
-        raise ConfigError(f"mixer.replacement {mixer.get('replacement')!r} must be true or false")
-    reference = mixer.get("reference_origin", "dft")
-    if not isinstance(reference, str) or not reference:
-        raise ConfigError(f"mixer.reference_origin {reference!r} must be an origin name")
+    return mixer
 
 
 # -- reading what the datasets say -------------------------------------------------------------------------------
@@ -226,10 +201,10 @@ class Mixture:
         }
 
 
-def resolve_mixture(data: Mapping[str, Any], mixer: Mapping[str, Any]) -> Mixture:
+def resolve_mixture(data: Mapping[str, Any], mixer: MixerConfig | Mapping[str, Any]) -> Mixture:
     """Open the sources' manifests and settle origins, sizes, shares and weight ratios; ``ConfigError`` if bad."""
-    check_mixture_config(data, mixer)
-    reference = mixer.get("reference_origin", "dft")
+    mixer = check_mixture_config(data, mixer)
+    reference = mixer.reference_origin
     # --data directories, one source per origin, in the order given
     grouped: dict[str, list[str]] = {}
     for path in data.get("train") or []:
@@ -262,18 +237,16 @@ def resolve_mixture(data: Mapping[str, Any], mixer: Mapping[str, Any]) -> Mixtur
         where = "; ".join(f"{s.origin}: {', '.join(s.paths)}" for s in sources if s.origin in duplicates)
         raise ConfigError(f"duplicate origin(s) {duplicates} among the sources ({where}); give each origin one source")
 
-    alphas = _shares(sources, mixer.get("alpha_target"), reference)
+    alphas = _shares(sources, mixer.alpha_target, reference)
     sources = [Source(s.origin, s.paths, s.rows, a) for s, a in zip(sources, alphas)]
     return Mixture(
-        tuple(sources), _weight_ratios(origins, mixer, reference), reference,
-        mixer.get("epoch_length"), bool(mixer.get("replacement", False)),
+        tuple(sources), _weight_ratios(origins, mixer), reference, mixer.epoch_length, mixer.replacement,
     )
 
 
 def _shares(sources: list[Source], alpha_target: float | None, reference: str) -> list[float]:
     origins = [s.origin for s in sources]
     if alpha_target is not None:
-        alpha_target = float(alpha_target)
         others = [o for o in origins if o != reference]
         if len(others) > 1:
             raise ConfigError(f"--alpha-target is for two sources (origin {reference} and one other); the sources "
@@ -293,9 +266,8 @@ def _shares(sources: list[Source], alpha_target: float | None, reference: str) -
     return [s.rows / total for s in sources]
 
 
-def _weight_ratios(origins: list[str], mixer: Mapping[str, Any], reference: str) -> dict[str, float]:
-    r = check_ratio("r_sdft", mixer.get("r_sdft", 1.0))
-    given = {str(o): check_ratio(o, v) for o, v in (mixer.get("weight_ratios") or {}).items()}
+def _weight_ratios(origins: list[str], mixer: MixerConfig) -> dict[str, float]:
+    r, given, reference = mixer.r_sdft, dict(mixer.weight_ratios), mixer.reference_origin
     unknown = sorted(set(given) - set(origins))
     if unknown:
         raise ConfigError(f"mixer.weight_ratios names origin(s) {unknown} that no source has (origins {origins})")

@@ -141,26 +141,6 @@ class OnlineJitter:
         return self.config.weight * pseudo, log
 
 
-def check_online_jitter(values: dict[str, Any]) -> OnlineJitterConfig:
-    """The resolved train config's ``jitter`` section, validated (it needs the online teacher when enabled)."""
-    config = OnlineJitterConfig.from_dict(values.get("jitter"))
-    if config.enabled and values["teacher"]["mode"] != "online":
-        raise ConfigError("jitter needs teacher.mode=online: only a live teacher can label the displaced copies")
-    return config
-
-
-def online_jitter(values: dict[str, Any], rank: int, normalizer, teacher_refs: Any = None) -> OnlineJitter | None:
-    """The trainer's ``OnlineJitter`` for a resolved train config (None when ``jitter.mode`` is none)."""
-    config = check_online_jitter(values)
-    if not config.enabled:
-        return None
-    return OnlineJitter(
-        config, seed=values["seed"], rank=rank, alpha_energy=values["loss"]["energy_coef"],
-        alpha_force=values["loss"]["force_coef"], energy_scale=normalizer.energy_scale,
-        force_scale=normalizer.force_scale, teacher_refs=teacher_refs,
-    )
-
-
 class _TeacherScale(torch.nn.Module):
     """A student that learns referenced energies, with the teacher's references added back: the attack compares it
     with the teacher's own (unreferenced) outputs."""

@@ -12,12 +12,12 @@ the realised shares and per-origin losses of every epoch.
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,15 +27,20 @@ import torch
 
 from augkd.errors import AugkdError, ConfigError
 from augkd.mixers import OriginStats, epoch_row, resolve_mixture
-from augkd.mixers.sources import check_mixture_config
+from augkd.train.config import BEST_METRICS, SCHEDULERS, TrainConfig
 from augkd.train.data import FrameDataset, TrainBatch, collate
 from augkd.element_refs import (
     ElementReferences, describe_references, evenly_spaced, fit_source_references, fitted_teacher_references,
     load_references, reference_output,
 )
+from augkd.train.logs import RunLogs
+from augkd.train.schedule import LearningRateSchedule
 
-SCHEDULERS = ("constant", "exponential", "step", "plateau")
-BEST_METRICS = {"energy_mae": False, "force_mae": False, "force_cos": True, "efwt": True}  # name -> higher is better
+__all__ = ["BEST_METRICS", "SCHEDULERS", "Normalizer", "TrainConfig", "Trainer", "TrainingError", "resume_differences"]
+
+#: called after every training step with the trainer and the step's log; returning True stops training there (after
+#: a checkpoint), e.g. on a time budget. Every rank must get the same callbacks and answer alike.
+StepCallback = Callable[["Trainer", dict], "bool | None"]
 
 
 class TrainingError(AugkdError):
@@ -72,44 +77,6 @@ class Normalizer:
         return cls(mean, max(std, 1e-3), max(energy_scale, 1e-3), max(force_scale, 1e-3))
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """The resolved ``configs/train/*.yaml`` (see there for every key's meaning)."""
-
-    values: dict[str, Any]
-
-    def __getitem__(self, key: str) -> Any:
-        return self.values[key]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        optim, teacher = values["optim"], values["teacher"]
-        if values["steps"] <= 0 or values["batch_size"] <= 0:
-            raise ConfigError(f"steps={values['steps']} and batch_size={values['batch_size']} must be > 0")
-        if optim["scheduler"] not in SCHEDULERS:
-            raise ConfigError(f"scheduler {optim['scheduler']!r} is not one of {SCHEDULERS}")
-        if values["best_metric"] not in BEST_METRICS:
-            raise ConfigError(f"best_metric {values['best_metric']!r} is not one of {sorted(BEST_METRICS)}")
-        if teacher["mode"] not in ("none", "cached", "online"):
-            raise ConfigError(f"teacher.mode {teacher['mode']!r} is not none, cached or online")
-        if teacher["mode"] == "online" and not teacher["spec"]:
-            raise ConfigError("teacher.mode=online needs teacher.spec (e.g. --teacher ckpt:teacher.pt)")
-        if teacher.get("uncached", "skip") not in ("skip", "online"):
-            raise ConfigError(f"teacher.uncached {teacher['uncached']!r} is not skip or online")
-        if teacher["mode"] == "cached" and teacher.get("uncached") == "online" and not teacher["spec"]:
-            raise ConfigError("teacher.uncached=online needs teacher.spec, the teacher that labels uncached rows")
-        if values["kd"]["losses"] and teacher["mode"] == "none":
-            raise ConfigError("KD losses need a teacher: set teacher.mode to cached or online")
-        check_mixture_config(values["data"], values["mixer"])
-        refs = values["data"].get("element_refs", "fit")
-        if refs not in ("fit", "none") and not Path(str(refs)).is_file():
-            raise ConfigError(f"data.element_refs {refs!r} is neither fit, none nor an element-references file")
-        from augkd.train.jitter import check_online_jitter
-
-        check_online_jitter(values)
-        return cls(values)
-
-
 def distributed_context(device: str | None = "auto") -> tuple[int, int, torch.device]:
     """(rank, world size, device) under ``torchrun`` (WORLD_SIZE/RANK/LOCAL_RANK set), else (0, 1, ``device``).
 
@@ -133,7 +100,7 @@ def distributed_context(device: str | None = "auto") -> tuple[int, int, torch.de
 
 
 class Trainer:
-    """Trains ``config['model']`` on ``config['data']['train']`` into ``run_dir`` (resuming if it holds a run).
+    """Trains ``config.model`` on the sources of ``config.data`` into ``run_dir`` (resuming if it holds a run).
 
     Under ``torchrun`` each rank trains on its own disjoint share of every epoch with DDP-averaged gradients; rank 0
     validates, logs and writes checkpoints.
@@ -143,17 +110,17 @@ class Trainer:
         from augkd.kd.heads import ProjectionHeads
         from augkd.kd.combine import KDLoss
         from augkd.models.registry import build_model
-        from augkd.train.jitter import online_jitter
+        from augkd.train.jitter import OnlineJitter
 
         self.config = config
-        self.rank, self.world_size, self.device = distributed_context(config.values.get("device", "auto"))
+        self.rank, self.world_size, self.device = distributed_context(config.device)
         self.run_dir = Path(run_dir)
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
-        torch.manual_seed(config["seed"])
-        self.mixture = resolve_mixture(config["data"], config["mixer"])
+        torch.manual_seed(config.seed)
+        self.mixture = resolve_mixture(config.data.mixture_sources(), config.mixer)
         self.train_set = FrameDataset.from_sources([(s.paths, s.origin) for s in self.mixture.sources])
-        self.val_set = FrameDataset(config["data"]["val"]) if config["data"]["val"] else None
-        self.student = build_model(config["model"]["name"], **config["model"]["overrides"])
+        self.val_set = FrameDataset(list(config.data.val)) if config.data.val else None
+        self.student = build_model(config.model.name, **config.model.overrides)
         resuming = self.checkpoint_path.is_file()
         saved = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True) if resuming else None
         self.references = self._element_references(saved)
@@ -167,42 +134,47 @@ class Trainer:
             self.student.fit_energy_normalizer(
                 self.normalizer.energy_per_atom_mean, self.normalizer.energy_per_atom_std, self.normalizer.force_scale
             )
-            init = config.values.get("init") or {}
-            if init.get("checkpoint"):
-                self._init_from(init["checkpoint"], keep_normalizer=bool(init.get("normalizer")))
+            if config.init.checkpoint:
+                self._init_from(config.init.checkpoint, keep_normalizer=bool(config.init.normalizer))
             elif self.student.needs_data_fit:
                 self._fit_student_to_data()
 
         self.teacher = None
-        teacher_cfg = config["teacher"]
-        self.fill_uncached = teacher_cfg["mode"] == "cached" and teacher_cfg.get("uncached") == "online"
-        if teacher_cfg["mode"] == "online" or self.fill_uncached:
-            from augkd.teachers import TeacherSpec, TorchTeacher
+        teacher_cfg = config.teacher
+        self.fill_uncached = teacher_cfg.fills_uncached
+        if teacher_cfg.runs_online:
+            from augkd.teachers import TorchTeacher
 
-            self.teacher = TeacherSpec(teacher_cfg["spec"], teacher_cfg["kwargs"]).load(str(self.device))
+            self.teacher = teacher_cfg.teacher_spec().load(str(self.device))
             if not isinstance(self.teacher, TorchTeacher):
                 raise ConfigError(f"teacher {self.teacher.identity.name} has no batched predict(); use cached mode")
         self.teacher_refs = None
-        if self.references is not None and teacher_cfg["mode"] != "none":
+        if self.references is not None and teacher_cfg.mode != "none":
             self.teacher_refs = self._teacher_references(saved)
             self.train_set.teacher_refs = self.teacher_refs
         self.kd = KDLoss(
-            config["kd"]["losses"],
-            alpha_energy=config["loss"]["energy_coef"],
-            alpha_force=config["loss"]["force_coef"],
+            list(config.kd.losses),
+            alpha_energy=config.loss.energy_coef,
+            alpha_force=config.loss.force_coef,
             energy_scale=self.normalizer.energy_scale,
             force_scale=self.normalizer.force_scale,
-            auto_fraction=config["kd"]["auto_lambda"] or 1.0,
+            auto_fraction=config.kd.auto_lambda or 1.0,
         )
         # None unless jitter.mode is set; its teacher targets are referenced as the KD ones are
-        self.jitter = online_jitter(config.values, self.rank, self.normalizer, self.teacher_refs)
+        self.jitter = None
+        if config.jitter.enabled:
+            self.jitter = OnlineJitter(
+                config.jitter, seed=config.seed, rank=self.rank, alpha_energy=config.loss.energy_coef,
+                alpha_force=config.loss.force_coef, energy_scale=self.normalizer.energy_scale,
+                force_scale=self.normalizer.force_scale, teacher_refs=self.teacher_refs,
+            )
         self.heads = None
         if len(self.kd):
             teacher_shapes = self._teacher_feature_shapes()
             teacher_name = self.teacher.identity.name if self.teacher else "the cached teacher"
             self.kd.check(self.student.feature_shapes(), teacher_shapes, self.student.name, teacher_name)
             # seeded on their own: loading a teacher may draw random numbers (a model built, then its weights loaded)
-            torch.manual_seed(config["seed"] + 1)
+            torch.manual_seed(config.seed + 1)
             self.heads = ProjectionHeads(self.student.feature_shapes(), teacher_shapes, self.kd)
             self.student.kd_heads = self.heads  # trained and saved with the student, stripped for deployment
 
@@ -212,16 +184,16 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.model = DistributedDataParallel(self.student, device_ids=[self.device] if self.device.type == "cuda" else None)
-        optim = config["optim"]
+        optim = config.optim
         self.optimizer = torch.optim.AdamW(
-            self.student.parameters(), lr=optim["lr"], weight_decay=optim["weight_decay"], amsgrad=optim["amsgrad"]
+            self.student.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, amsgrad=optim.amsgrad
         )
-        self.scheduler = self._scheduler()
+        self.schedule = LearningRateSchedule(self.optimizer, optim)
         self.ema = copy.deepcopy(self.student).eval()
         for parameter in self.ema.parameters():
             parameter.requires_grad_(False)
         self.sampler = self.mixture.sampler(
-            config["batch_size"], config["seed"], self.rank, self.world_size, sizes=self.train_set.source_sizes
+            config.batch_size, config.seed, self.rank, self.world_size, sizes=self.train_set.source_sizes
         )
         self.origin_stats = OriginStats(self.mixture.origins)
         self.step = 0
@@ -236,17 +208,17 @@ class Trainer:
         if saved is not None:
             stored = saved.get("element_refs")
             return ElementReferences.from_extra(stored) if stored is not None else None
-        data = self.config["data"]
-        setting = data.get("element_refs", "fit")
+        data = self.config.data
+        setting = data.element_refs
         if setting == "none":
             return None
         origins = [source.origin for source in self.mixture.sources]
-        predict = data.get("predict_origin")
+        predict = data.predict_origin
         if predict is not None and predict not in origins:
             raise ConfigError(f"data.predict_origin {predict!r} is not a training origin ({', '.join(origins)})")
         loaded = None if setting == "fit" else load_references(setting)
         if predict is None:
-            reference = self.config["mixer"]["reference_origin"]
+            reference = self.config.mixer.reference_origin
             stated = loaded.predict_origin if loaded is not None else reference
             predict = stated if stated in origins else reference if reference in origins else origins[0]
         if loaded is None:
@@ -272,8 +244,8 @@ class Trainer:
                 energies.append(float(frame.data["teacher_energy"]))
         if not energies and self.teacher is not None:
             chosen = list(evenly_spaced(0, len(self.train_set), most_online))
-            for start in range(0, len(chosen), self.config["batch_size"]):
-                samples = [self.train_set[i] for i in chosen[start:start + self.config["batch_size"]]]
+            for start in range(0, len(chosen), self.config.batch_size):
+                samples = [self.train_set[i] for i in chosen[start:start + self.config.batch_size]]
                 output = self.teacher.predict(collate(samples).to(self.device).batch)
                 numbers += [s.data.atomic_numbers.numpy() for s in samples]
                 energies += output.energy.detach().double().cpu().tolist()
@@ -306,7 +278,7 @@ class Trainer:
     def _fit_student_to_data(self) -> None:
         """A fresh student's data-fitted constants (GemNet-OC's scale factors) from the first training rows; a
         resumed run takes them from its checkpoint."""
-        rows = [self.train_set[i] for i in range(min(len(self.train_set), self.config["batch_size"]))]
+        rows = [self.train_set[i] for i in range(min(len(self.train_set), self.config.batch_size))]
         unfitted = self.student.fit_to_data(collate(rows).batch)
         if unfitted and self.rank == 0:
             warnings.warn(f"the first training batch left {len(unfitted)} scale factors at 1 ({', '.join(unfitted)})")
@@ -334,24 +306,6 @@ class Trainer:
                                   f"cached {missing} with the cached shapes; label the rows with that teacher")
         return shapes
 
-    def _scheduler(self):
-        optim = self.config["optim"]
-        warmup = max(0, int(optim["warmup_steps"]))
-        kind = optim["scheduler"]
-        if kind == "exponential":
-            decay = lambda step: optim["gamma"] ** (step / 100.0)  # noqa: E731
-        elif kind == "step":
-            decay = lambda step: optim["gamma"] ** (step // optim["step_size"])  # noqa: E731
-        else:  # constant, and plateau (its reductions are applied on validation, on top of this)
-            decay = lambda step: 1.0  # noqa: E731
-        self._plateau = {"best": None, "bad": 0, "factor": 1.0}
-
-        def factor(step: int) -> float:
-            ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
-            return ramp * decay(max(0, step - warmup)) * self._plateau["factor"]
-
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-
     # -- state -------------------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {
@@ -359,8 +313,7 @@ class Trainer:
             "student": self.student.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "plateau": dict(self._plateau),
+            **self.schedule.state_dict(),  # "scheduler" and "plateau"
             "sampler": self.sampler.state_dict(),
             "origin_stats": self.origin_stats.state_dict(),
             "kd": self.kd.state_dict(),
@@ -377,14 +330,13 @@ class Trainer:
         if differences:
             raise ConfigError(f"{self.run_dir} holds a run with another config ({'; '.join(differences)}); "
                               f"use a new --out")
-        if self.config["steps"] < int(saved["step"]):
-            raise ConfigError(f"{self.run_dir} is at step {saved['step']}: --steps {self.config['steps']} "
+        if self.config.steps < int(saved["step"]):
+            raise ConfigError(f"{self.run_dir} is at step {saved['step']}: --steps {self.config.steps} "
                               f"cannot shorten it")
         self.student.load_state_dict(saved["student"])
         self.ema.load_state_dict(saved["ema"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self._plateau.update(saved["plateau"])
+        self.schedule.load_state_dict(saved)
         self.sampler.load_state_dict(saved["sampler"])
         self.origin_stats.load_state_dict(saved["origin_stats"])
         self.kd.load_state_dict(saved["kd"])
@@ -468,10 +420,9 @@ class Trainer:
         weights = self.mixture.weights(batch.origins)  # None when every origin weighs the same
         if weights is not None:
             weights = weights.to(self.device)
-        loss_cfg = self.config["loss"]
         loss, parts = ocp_loss(
             output.energy, output.forces, data.energy, data.forces, info,
-            alpha_energy=loss_cfg["energy_coef"], alpha_force=loss_cfg["force_coef"],
+            alpha_energy=self.config.loss.energy_coef, alpha_force=self.config.loss.force_coef,
             energy_scale=self.normalizer.energy_scale, force_scale=self.normalizer.force_scale,
             sample_weight=weights,
         )
@@ -500,9 +451,9 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config["optim"]["grad_clip"])
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.optim.grad_clip)
         self.optimizer.step()
-        self.scheduler.step()
+        self.schedule.step()
         self._update_ema()
         self.step += 1
         log.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=self.optimizer.param_groups[0]["lr"])
@@ -518,7 +469,7 @@ class Trainer:
 
     def _write_config(self) -> None:
         """``config.json``: the run's settings, plus every λ known so far (``auto`` once it has been chosen)."""
-        values = dict(self.config.values)
+        values = self.config.to_dict()
         lambdas = {k: v for k, v in self.kd.lambdas.items() if v is not None}
         if lambdas:
             values["resolved"] = {"kd_lambdas": lambdas}
@@ -527,7 +478,7 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        decay = self.config["optim"]["ema_decay"]
+        decay = self.config.optim.ema_decay
         # warm start (as torch_ema does): early on the average follows the weights more closely
         decay = min(decay, (1 + self.step) / (10 + self.step))
         for ema, live in zip(self.ema.state_dict().values(), self.student.state_dict().values()):
@@ -542,30 +493,17 @@ class Trainer:
 
         model = model if model is not None else self.ema
         dataset = dataset if dataset is not None else self.val_set
-        return evaluate_model(model, dataset, self.config["batch_size"], self.device)
+        return evaluate_model(model, dataset, self.config.batch_size, self.device)
 
     def _after_validation(self, metrics: dict[str, float]) -> None:
-        name = self.config["best_metric"]
+        name = self.config.best_metric
         value = metrics[name]
         higher = BEST_METRICS[name]
         better = self.best is None or (value > self.best if higher else value < self.best)
         if better and math.isfinite(value):
             self.best = value
             self.export("best.pt")
-        if self.config["optim"]["scheduler"] == "plateau":
-            if better:
-                self._plateau["bad"] = 0
-            else:
-                self._plateau["bad"] += 1
-                if self._plateau["bad"] > self.config["optim"]["patience"]:
-                    self._plateau["factor"] *= self.config["optim"]["gamma"]
-                    self._plateau["bad"] = 0
-
-    def _share_plateau_factor(self) -> None:
-        """Only rank 0 validates: every rank takes its learning-rate reductions."""
-        factor = torch.tensor([self._plateau["factor"]], device=self.device)
-        torch.distributed.broadcast(factor, src=0)
-        self._plateau["factor"] = float(factor)
+        self.schedule.after_validation(better)
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def _epoch_summary(self) -> dict[str, Any]:
@@ -575,8 +513,11 @@ class Trainer:
             self.mixture.origins, [s.alpha for s in self.mixture.sources], self.origin_stats,
         )
 
-    def fit(self, stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
-        """Train to ``config['steps']`` (or stop after ``stop_after`` more steps, for tests of resume)."""
+    def fit(self, progress: bool = True, callbacks: Sequence[StepCallback] = ()) -> dict[str, Any]:
+        """Train to ``config.steps``, or until a callback asks to stop (then with a checkpoint at that step).
+
+        ``callbacks(trainer, log)`` run after every step, on every rank, after its logging and validation.
+        """
         from tqdm import tqdm
 
         lead = self.rank == 0
@@ -584,15 +525,14 @@ class Trainer:
             self._write_config()
             (self.run_dir / "mixture.json").write_text(json.dumps(self.mixture.to_dict(), indent=1))
             if self.step:
-                print(f"augkd: resuming {self.run_dir} from step {self.step} of {self.config['steps']}", file=sys.stderr)
-        logs = _Logs(self.run_dir) if lead else None
-        total = self.config["steps"]
-        end = total if stop_after is None else min(total, self.step + stop_after)
+                print(f"augkd: resuming {self.run_dir} from step {self.step} of {self.config.steps}", file=sys.stderr)
+        logs = RunLogs(self.run_dir) if lead else None
+        total = self.config.steps
         bar = tqdm(total=total, initial=self.step, unit="step", disable=not (progress and lead), dynamic_ncols=True)
         started = time.time()
         metrics: dict[str, float] = {}
         try:
-            while self.step < end:
+            while self.step < total:
                 log = self.train_step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{log['loss']:.4g}", refresh=False)
@@ -601,16 +541,19 @@ class Trainer:
                     logs.train(self.step, self.sampler.epoch, time.time() - started, log)
                     if self.sampler.epoch_done or last:  # an epoch ended, or training did within one
                         logs.epoch(self._epoch_summary())
-                    if self.val_set is not None and (self.step % self.config["eval_every"] == 0 or last):
+                    if self.val_set is not None and (self.step % self.config.eval_every == 0 or last):
                         metrics = self.validate()
                         logs.val(self.step, metrics)
                         self._after_validation(metrics)
                 if self.sampler.epoch_done:
                     self.origin_stats.reset()
-                if self.world_size > 1 and self.config["optim"]["scheduler"] == "plateau":
-                    self._share_plateau_factor()
-                if self.step % self.config["checkpoint_every"] == 0 or self.step == end:
+                if self.world_size > 1:
+                    self.schedule.share_plateau_factor(self.device)
+                stop = any([bool(callback(self, log)) for callback in callbacks])  # every callback sees every step
+                if self.step % self.config.checkpoint_every == 0 or last or stop:
                     self.save_checkpoint()
+                if stop:
+                    break
         finally:
             bar.close()
             if logs is not None:
@@ -639,54 +582,3 @@ def resume_differences(saved: dict[str, Any], current: dict[str, Any], prefix: s
         elif old != new:
             found.append(f"{dotted} ({old!r} → {new!r})")
     return found
-
-
-class _Logs:
-    """``train.csv``, ``val.csv`` and ``epochs.csv`` (appended across resumes) plus TensorBoard scalars in ``tb/``."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tb"))
-        except ImportError:  # tensorboard is optional
-            self.tb = None
-
-    def _append(self, name: str, row: dict[str, Any]) -> None:
-        path = self.run_dir / name
-        new = not path.exists()
-        if not new:
-            with open(path) as handle:
-                header = handle.readline().strip().split(",")
-            row = {key: row.get(key, "") for key in header}
-        with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-
-    def train(self, step: int, epoch: int, seconds: float, log: dict[str, float | str]) -> None:
-        self._append("train.csv", {"step": step, "epoch": epoch, "seconds": round(seconds, 3), **log})
-        if self.tb is not None:
-            for key, value in log.items():
-                if value != "":  # blank: this origin (or KD target) was not in the batch
-                    self.tb.add_scalar(f"train/{key}", value, step)
-
-    def epoch(self, row: dict[str, Any]) -> None:
-        """``epochs.csv``: one row per epoch (``complete`` 0 for the one training ended in)."""
-        self._append("epochs.csv", row)
-        if self.tb is not None:
-            for key, value in row.items():
-                if key.startswith(("alpha_", "loss_")) and not key.startswith("alpha_target") and value != "":
-                    self.tb.add_scalar(f"epoch/{key}", value, row["epoch"])
-
-    def val(self, step: int, metrics: dict[str, float]) -> None:
-        self._append("val.csv", {"step": step, **metrics})
-        if self.tb is not None:
-            for key, value in metrics.items():
-                self.tb.add_scalar(f"val/{key}", value, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()

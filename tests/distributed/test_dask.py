@@ -69,7 +69,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, tmp_path)
     with local_cluster(2, gpus=[]) as cluster, Client(cluster) as watcher:
         assert {w["host"] for w in watcher.scheduler_info()["workers"].values()} == {"127.0.0.1"}
         manifest = run_dask(
-            job, out, scheduler=cluster.scheduler_address, progress=False, on_shard_done=kill_a_busy_worker,
+            job, out, scheduler=cluster.scheduler_address, progress=False, callbacks=[kill_a_busy_worker],
         )
         assert killed, "the hook never ran"
         # the nanny restarted the killed process: still two workers, one with a new pid
@@ -150,6 +150,6 @@ def test_gpu_workers_are_pinned_to_one_gpu_each_and_every_shard_asks_for_one(ref
         assert {w["host"] for w in workers} == {"127.0.0.1"}
         visible = watcher.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         assert sorted(visible.values()) == ["0", "1"]
-        run_dask(job, out, scheduler=cluster.scheduler_address, progress=False, on_shard_done=record_restrictions)
+        run_dask(job, out, scheduler=cluster.scheduler_address, progress=False, callbacks=[record_restrictions])
     assert restrictions and all(value == {"GPU": 1} for value in restrictions.values()), restrictions
     assert_same_rows(rows_of(reference), rows_of(out))

@@ -90,7 +90,8 @@ def test_epochs_log_realised_alpha_and_resume_reproduces_the_order(two_sources, 
     straight.fit(progress=False)
     first = Trainer(config(dft, syn, "steps=14", **cfg), tmp_path / "resumed")
     part = Recorder(first)
-    first.fit(stop_after=5, progress=False)  # stops inside epoch 1 (epochs: 3 batches of 4)
+    # stops inside epoch 1 (epochs: 3 batches of 4)
+    first.fit(progress=False, callbacks=[lambda trainer, log: trainer.step == 5])
     del first
     resumed = Trainer(config(dft, syn, "steps=14", **cfg), tmp_path / "resumed")
     assert resumed.step == 5

@@ -94,7 +94,7 @@ def test_resume_gives_the_same_weights(emt_data, tmp_path, one_thread):
     straight = Trainer(config(emt_data, steps=40, model_overrides=STUDENT), tmp_path / "straight")
     straight.fit(progress=False)
     interrupted = Trainer(config(emt_data, steps=40, model_overrides=STUDENT), tmp_path / "resumed")
-    interrupted.fit(stop_after=17, progress=False)
+    interrupted.fit(progress=False, callbacks=[lambda trainer, log: trainer.step == 17])
     del interrupted
     resumed = Trainer(config(emt_data, steps=40, model_overrides=STUDENT), tmp_path / "resumed")
     assert resumed.step == 17
