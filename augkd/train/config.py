@@ -49,7 +49,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Where the rows come from (``augkd.mixers.sources`` reads train/synthetic/sources) and how energies are
-    referenced (``augkd.train.element_refs``)."""
+    referenced (``augkd.element_refs``)."""
 
     train: list[str] = field(default_factory=list)  # dataset directories, one source per recorded origin
     synthetic: list[str] = field(default_factory=list)  # directories of one more source, origin 'synthetic'
