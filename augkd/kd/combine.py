@@ -149,11 +149,7 @@ class KDLoss:
         student_name: str = "the student",
         teacher_name: str = "the teacher",
     ) -> None:
-        """Raise ``ConfigError`` naming the loss and the missing/mismatched feature (``features.check_features``).
-
-        Shapes are per row (no leading atom/edge axis): node/edge/edge2node (C,), vector/edge_vector (3, C); list
-        ``"atom_energy": ()`` among the teacher's when it provides per-atom energies.
-        """
+        """``features.check_features`` for this loss's terms (shapes per row, as documented there)."""
         check_features(self.losses, student_feature_shapes, teacher_feature_shapes, student_name, teacher_name)
 
     def parts(
