@@ -12,11 +12,13 @@ frame keeps its step index whatever is selected.
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+import numpy as np
 from ase import Atoms
 from ase.io.formats import open_with_compression
 
@@ -30,13 +32,15 @@ DATABASES = ("db", "json", "aselmdb")
 
 @dataclass
 class SourceFrame:
-    """One frame as the file gives it: atoms with the file's calculator results (energy, forces, stress)."""
+    """One frame as the file gives it: atoms with the file's calculator results (energy, forces, stress), on
+    ``atoms.calc`` or, when ``results`` is given, there (``atoms.calc`` is then None)."""
 
     atoms: Atoms
     frame: int  # index in the file
     sid: str
     fid: int
     reference_energy: float | None = None  # OC20 S2EF: energy of the bare slab + gas references (eV)
+    results: dict[str, Any] | None = None  # calculator results given apart (extxyz fast path); None: atoms.calc's
 
 
 class Runs:
@@ -54,10 +58,10 @@ class Runs:
 
 
 def _fid(value: Any) -> int | None:
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return None
-    if isinstance(value, int):
-        return value
+    if isinstance(value, numbers.Integral):  # numpy integers too: an extxyz header's fid=21 is parsed as np.int64
+        return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str):
@@ -247,10 +251,10 @@ def span_frames(path: Path, name: str, chosen: range, offset: int, run: int, in_
         for item in read_span(path, name, first, last, chosen, offset, run, in_run):
             if oc20 is not None:
                 sid, fid, reference = oc20[item.frame]
-                yield SourceFrame(item.atoms, item.frame, sid, fid, reference)
+                yield SourceFrame(item.atoms, item.frame, sid, fid, reference, item.results)
             else:
                 sid, fid = frame_ids(item.atoms.info, name, item.frame, item.run, item.in_run)
-                yield SourceFrame(item.atoms, item.frame, sid, fid)
+                yield SourceFrame(item.atoms, item.frame, sid, fid, results=item.results)
 
     if chosen.step > 0:
         yield from frames()

@@ -90,7 +90,9 @@ def to_row(item: SourceFrame, source: str, rules: RowRules, tally: Tally) -> Lab
     """The row of ``item``, or None when it is dropped (counted in ``tally``); ``ImportFileError`` under --strict."""
     tally.frames_read += 1
     atoms = item.atoms
-    results = atoms.calc.results if atoms.calc is not None else {}
+    results = item.results
+    if results is None:
+        results = atoms.calc.results if atoms.calc is not None else {}
     energy = results.get("energy", results.get("free_energy"))
     forces = results.get("forces")
     stress = _stress(results.get("stress"))
