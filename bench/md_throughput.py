@@ -16,14 +16,14 @@ Prints ONE JSON line on stdout:
   ``overhead_fraction`` = (neighbour list + rest) ÷ step (target ≤ 0.2).
 - ``nve_drift``: NVE (velocity Verlet, 1 fs, from 300 K) of a trained conservative tiny student (PaiNN 32×2, −∇E,
   no neighbour limit) over ``--drift-ps`` ps on the 66-atom slab: least-squares energy drift in meV/atom/ps and the
-  largest deviation of the total energy from its start (meV/atom). The student is trained here on EMT data for
-  ``--drift-train-steps`` steps, or given with ``--student PATH``.
+  largest deviation of the total energy from its start (meV/atom). The student is trained here on EMT data (24 d1M
+  systems) for ``--drift-train-steps`` steps, or given with ``--student PATH``.
 
 Passes are interleaved (bench/interleave.py): one warm-up pass of every variant, then ``--repeats`` rounds of one
 pass each; figures are medians. The machine may be shared: the load average at the start is in ``machine``.
 
     python bench/md_throughput.py [--steps 10] [--repeats 3] [--systems adslab,slab] [--models chgnet,...]
-                                  [--threads 1,all] [--drift-ps 2] [--drift-train-steps 300] [--student PATH]
+                                  [--threads 1,all] [--drift-ps 2] [--drift-train-steps 1500] [--student PATH]
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def train_drift_student(folder: Path, steps: int) -> Path:
     from augkd.cli import main as augkd
 
     data, run = folder / "emt", folder / "drift-run"
-    recipe = ["generate", "d1M", "--out", str(data), "--systems", "12", "--shards", "2", "--teacher", "emt",
+    recipe = ["generate", "d1M", "--out", str(data), "--systems", "24", "--shards", "2", "--teacher", "emt",
               "--elements", "Cu,Pt,O,H,C,N", "--max-atoms", "70", "--steps", "40", "--fmax", "0.1",
               "--frames-fraction", "0.5", "--keep-final", "--seed", "3", "--quiet", "systems_sampler.max_miller=1",
               "filters.drop_anomalies=[desorbed,intercalated]"]
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="subset of " + ",".join(MODELS))
     parser.add_argument("--threads", default="1,all", help="torch thread counts; 'all' = augkd.threads' default")
     parser.add_argument("--drift-ps", type=float, default=2.0, help="NVE length for the drift figure (0: skip)")
-    parser.add_argument("--drift-train-steps", type=int, default=300)
+    parser.add_argument("--drift-train-steps", type=int, default=1500)
     parser.add_argument("--student", type=Path, help="a trained conservative student for the drift figure")
     args = parser.parse_args()
     models = [m for m in args.models.split(",") if m]
