@@ -44,10 +44,10 @@ Cu(111)+CO slab, through its functions (``adslab``, ``augkd.student.md.run_md``,
 for the teacher's ASE calculator and each student architecture's exported a-dft student (first seed): the cost of a
 step does not depend on the weights, so every configuration of a student shares that ratio.
 
-Outputs: ``DIR/results.json`` (every figure), ``DIR/plots/learning_curves_<config>.png`` (``augkd plot``, first
-seed), ``DIR/plots/parity_<best config>.png`` (best = lowest mean force MAE; teacher overlaid). A table and one JSON
-line on stdout. Rerunning resumes: data sets, runs (trainer resume), and (config, seed) results whose
-``result.json`` exists are skipped.
+Outputs: ``DIR/results.json`` (every figure), ``DIR/table.md`` (the table in Markdown),
+``DIR/plots/learning_curves_<config>.png`` (``augkd plot``, first seed), ``DIR/plots/parity_<best config>.png``
+(best = lowest mean force MAE; teacher overlaid). A table and one JSON line on stdout. Rerunning resumes: data sets,
+runs (trainer resume), and (config, seed) results whose ``result.json`` exists are skipped.
 
     python bench/distill_study.py --quick --out runs/distill-quick                   # 1 seed, short schedules
     python bench/distill_study.py --seeds 0,1,2 --out runs/distill                    # the full study
@@ -454,26 +454,43 @@ def targets(table: dict, teacher: dict) -> dict:
     }
 
 
-def print_table(table: dict, teacher: dict) -> None:
+COLUMNS = ("configuration", "E MAE meV", "F MAE meV/Å", "F cos", "EFwT %", "gap E %", "gap F %", "MD ×")
+
+
+def table_rows(table: dict, teacher: dict) -> list[list[str]]:
+    """The results table as text cells: the teacher's row, then one row per configuration (mean ± std over seeds)."""
     def cell(stat, digits):
         if stat["mean"] is None:
             return "–"
         return f"{stat['mean']:.{digits}f}" + (f" ± {stat['std']:.{digits}f}" if stat["n"] > 1 else "")
 
-    header = f"{'configuration':<34}{'E MAE meV':>18}{'F MAE meV/Å':>16}{'F cos':>16}{'EFwT %':>14}" \
-             f"{'gap E %':>16}{'gap F %':>16}{'MD ×':>7}"
-    print(header)
-    print("-" * len(header))
     t = teacher["metrics"]
-    print(f"{'teacher ' + teacher['spec']:<34}{t['energy_mae']:>18.1f}{t['force_mae']:>16.1f}{t['force_cos']:>16.3f}"
-          f"{t['efwt']:>14.2f}")
+    rows = [[f"teacher {teacher['spec']}", f"{t['energy_mae']:.1f}", f"{t['force_mae']:.1f}", f"{t['force_cos']:.3f}",
+             f"{t['efwt']:.2f}", "", "", ""]]
     for name, row in table.items():
         speed = row["md_speed_over_teacher"]
         if row["setting"] == "a-dft":  # the baseline: no gap to state
             row = {**row, "gap_closed_energy_pct": {"mean": None}, "gap_closed_force_pct": {"mean": None}}
-        print(f"{name:<34}{cell(row['energy_mae'], 1):>18}{cell(row['force_mae'], 1):>16}"
-              f"{cell(row['force_cos'], 3):>16}{cell(row['efwt'], 2):>14}{cell(row['gap_closed_energy_pct'], 1):>16}"
-              f"{cell(row['gap_closed_force_pct'], 1):>16}{(f'{speed:.1f}' if speed else '–'):>7}")
+        rows.append([name, cell(row["energy_mae"], 1), cell(row["force_mae"], 1), cell(row["force_cos"], 3),
+                     cell(row["efwt"], 2), cell(row["gap_closed_energy_pct"], 1), cell(row["gap_closed_force_pct"], 1),
+                     f"{speed:.1f}" if speed else "–"])
+    return rows
+
+
+def print_table(table: dict, teacher: dict) -> None:
+    widths = (34, 18, 16, 16, 14, 16, 16, 7)
+    header = "".join(f"{name:<{w}}" if i == 0 else f"{name:>{w}}" for i, (name, w) in enumerate(zip(COLUMNS, widths)))
+    print(header)
+    print("-" * len(header))
+    for cells in table_rows(table, teacher):
+        print("".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths))))
+
+
+def markdown_table(table: dict, teacher: dict) -> str:
+    """The same table in Markdown (``DIR/table.md``, what the README shows)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(table, teacher)]
+    return "\n".join(lines) + "\n"
 
 
 def parity_plot(path: Path, student: Path, teacher: Path, title: str) -> Path:
@@ -631,6 +648,7 @@ def main(argv: list[str] | None = None) -> dict:
         "targets": targets(table, teacher), "plots": figures, "wall_s": round(time.time() - started, 1),
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
+    (out / "table.md").write_text(markdown_table(table, teacher))
     print_table(table, teacher)
     print(json.dumps({"study": "distill_study", "results": str(out / "results.json"), "best": best,
                       "targets": result["targets"], "wall_s": result["wall_s"]}))

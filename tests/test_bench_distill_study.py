@@ -107,6 +107,9 @@ def test_distill_study_toy_pipeline(tmp_path):
     assert results["best_configuration"]["config"] in expected
     assert all(Path(p).is_file() for p in results["plots"])
     assert any(Path(p).name.startswith("parity_") for p in results["plots"])
+    table = (out / "table.md").read_text().splitlines()
+    assert len(table) == 3 + len(expected) and table[2].startswith("| teacher chgnet |")
+    assert {line.split(" | ")[0].lstrip("| ") for line in table[3:]} == expected
 
     # resumable: a second run finds every result and trains nothing
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
