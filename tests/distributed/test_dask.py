@@ -5,35 +5,24 @@ import os
 import signal
 
 import pytest
-import torch
 
-from augkd.cli import build_parser, main
-from augkd.io.dataset import load_manifest
-from conftest import small_generate_args
+from augkd.distributed.merge import merge_dataset
+from augkd.errors import AugkdError
+from augkd.io.dataset import load_manifest, verify_dataset
+from conftest import run_job, small_generate_job
 from generators.test_d1m import assert_same_rows, rows_of
 
 
-def job_of(argv):
-    """The job that `augkd <argv>` would run, parsed exactly as the CLI does."""
-    from augkd.cli import JOBS
-
-    args, extra = build_parser().parse_known_args(argv)
-    args.overrides = list(args.overrides) + extra
-    return JOBS[args.command][1](args)[0]
-
-
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "d1M"
-    assert main(small_generate_args(out)) == 0
-    return out
+def reference(small_d1m):
+    return small_d1m()
 
 
 def test_two_dask_workers_give_the_in_process_rows_and_resume_redoes_only_missing(reference, tmp_path):
     out = tmp_path / "dask"
-    assert main(small_generate_args(out, "--executor", "dask", "--workers", "2", shards=3)) == 0
+    run_job(small_generate_job(shards=3), out, executor="dask", workers=2)
     assert_same_rows(rows_of(reference), rows_of(out))
-    assert main(["verify", str(out)]) == 0
+    assert verify_dataset(out) == []
 
     # The whole cluster died after shard 0 landed: shards 1 and 2 and the manifest are gone.
     for index in (1, 2):
@@ -41,7 +30,7 @@ def test_two_dask_workers_give_the_in_process_rows_and_resume_redoes_only_missin
         (out / "index" / f"shard-{index:05d}.json").unlink()
     (out / "manifest.json").unlink()
     kept = (out / "shards" / "shard-00000.aselmdb").stat()
-    assert main(small_generate_args(out, "--executor", "dask", "--workers", "2", "--resume", shards=3)) == 0
+    run_job(small_generate_job(shards=3), out, executor="dask", workers=2, resume=True)
     again = (out / "shards" / "shard-00000.aselmdb").stat()
     assert (again.st_ino, again.st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns), "a complete shard was redone"
     assert_same_rows(rows_of(reference), rows_of(out))
@@ -53,7 +42,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, tmp_path)
     from augkd.distributed.dask_executor import local_cluster, run_dask
 
     out = tmp_path / "killed"
-    job = job_of(small_generate_args(out, shards=6))
+    job = small_generate_job(shards=6)
     killed = []
 
     def kill_a_busy_worker(client, index, record):
@@ -82,47 +71,15 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(reference, tmp_path)
     assert load_manifest(out)["totals"]["rows"] == len(rows_of(out))
 
 
-def test_unreachable_scheduler_is_one_line_naming_it(tmp_path, capsys):
-    out = tmp_path / "none"
-    address = "tcp://127.0.0.1:9"  # discard port: nothing listens
-    args = small_generate_args(out, "--executor", "dask", "--scheduler", address)
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("augkd: error:") and "\n" not in err and address in err
-    assert not out.exists()
-
-
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--scheduler", "tcp://127.0.0.1:9"], "--scheduler and --cluster need --executor dask"),
-        (["--executor", "dask", "--workers", "0"], "--workers 0"),
-        (["--shard-index", "2"], "--shard-index 2 is outside 0..1"),
-        (["--shard-index", "-1"], "--shard-index -1"),
-        (["--resume"], "--resume"),
-        (["--device", "tpu"], "--device 'tpu'"),
-        pytest.param(["--device", "cuda"], "--device cuda: this process sees no CUDA device",
-                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
-        pytest.param(["--device", "cuda", "--workers", "2"], "--device cuda",
-                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
-    ],
-)
-def test_bad_execution_flags_are_one_line_errors(tmp_path, capsys, extra, message):
-    out = tmp_path / "out"
-    assert main(small_generate_args(out, *extra)) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("augkd: error:") and "\n" not in err and message in err
-    assert not out.exists()
-
-
 def test_single_shard_mode_writes_one_shard_and_no_manifest(reference, tmp_path):
     out = tmp_path / "one"
-    assert main(small_generate_args(out, "--shard-index", "1")) == 0
+    run_job(small_generate_job(), out, shard_index=1)
     assert sorted(p.name for p in (out / "shards").iterdir()) == ["shard-00001.aselmdb"]
     assert not (out / "manifest.json").exists()
-    assert main(["merge", str(out)]) == 2
-    assert main(small_generate_args(out, "--shard-index", "0")) == 0
-    assert main(["merge", str(out)]) == 0
+    with pytest.raises(AugkdError):  # what `augkd merge` reports with exit status 2
+        merge_dataset(out)
+    run_job(small_generate_job(), out, shard_index=0)
+    merge_dataset(out)
     assert_same_rows(rows_of(reference), rows_of(out))
 
 
@@ -136,7 +93,7 @@ def test_gpu_workers_are_pinned_to_one_gpu_each_and_every_shard_asks_for_one(ref
     from augkd.distributed.dask_executor import local_cluster, run_dask
 
     out = tmp_path / "gpus"
-    job = job_of(small_generate_args(out, shards=3))
+    job = small_generate_job(shards=3)
     restrictions = {}
 
     def record_restrictions(client, index, record):

@@ -1,44 +1,20 @@
-"""SLURM job arrays and a SLURMCluster-backed Dask run, against a real single-node SLURM that this module starts
-with scripts/slurm-dev.sh (root + apt needed: skipped with the reason otherwise; CI runs as root)."""
+"""SLURM job arrays and a SLURMCluster-backed Dask run, against a real single-node SLURM that the ``slurm`` fixture
+(tests/conftest.py) starts with scripts/slurm-dev.sh (root + apt needed: skipped with the reason otherwise; CI runs
+as root). The command line of `augkd slurm submit` (dry runs, bad flags): tests/cli/test_slurm_cli.py."""
 
 import json
-import os
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from augkd.cli import main
-from conftest import small_generate_args
+from conftest import run_job, small_generate_args, small_generate_job
 from generators.test_d1m import assert_same_rows, rows_of
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "slurm-dev.sh"
-
-
 @pytest.fixture(scope="module")
-def slurm():
-    """A running single-node SLURM; stopped afterwards only if this fixture started it."""
-    if os.geteuid() != 0:
-        pytest.skip("SLURM tests need root to install slurm-wlm/munge and start the daemons (scripts/slurm-dev.sh)")
-    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
-        pytest.skip("SLURM tests need slurm-wlm installed or apt-get to install it")
-    already = subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode == 0
-    if not already:
-        done = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, f"scripts/slurm-dev.sh start failed:\n{done.stdout}\n{done.stderr}"
-    yield
-    if not already:
-        subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "d1M"
-    assert main(small_generate_args(out)) == 0
-    return out
+def reference(small_d1m):
+    return small_d1m()
 
 
 def wait_for_job(job_id, timeout=300):
@@ -90,15 +66,6 @@ def test_array_cancel_status_resubmit_merge(slurm, reference, tmp_path, capsys):
     assert_same_rows(rows_of(reference), rows_of(out))
 
 
-def test_sbatch_refusal_is_one_line_with_its_message(slurm, tmp_path, capsys):
-    out = tmp_path / "refused"
-    argv = ["slurm", "submit", *small_generate_args(out, "--partition", "nosuchpartition", shards=2)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("augkd: error: sbatch rejected") and "\n" not in err
-    assert "partition" in err.lower()
-
-
 def test_dask_workers_started_as_slurm_jobs(slurm, reference, tmp_path):
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text(
@@ -107,44 +74,8 @@ def test_dask_workers_started_as_slurm_jobs(slurm, reference, tmp_path):
         f"  local_directory: {tmp_path / 'dask-tmp'}\n  log_directory: {tmp_path / 'dask-logs'}\n"
     )
     out = tmp_path / "slurmcluster"
-    assert main(small_generate_args(out, "--executor", "dask", "--cluster", str(cluster))) == 0
+    run_job(small_generate_job(), out, executor="dask", cluster=str(cluster))
     assert_same_rows(rows_of(reference), rows_of(out))
 
 
 # -- bad input, no SLURM needed ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--parallel", "0"], "--parallel 0 must be > 0"),
-        (["--parallel", "-3"], "--parallel -3"),
-    ],
-)
-def test_bad_submit_flags(tmp_path, capsys, extra, message):
-    out = tmp_path / "out"
-    assert main(["slurm", "submit", *small_generate_args(out, *extra)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("augkd: error:") and "\n" not in err and message in err
-    assert not out.exists()
-
-
-def test_template_without_required_placeholders_is_refused(tmp_path, capsys):
-    template = tmp_path / "mine.sbatch"
-    template.write_text("#!/bin/bash\n#SBATCH --array={{array}}\nsrun hostname\n")
-    out = tmp_path / "out"
-    assert main(["slurm", "submit", *small_generate_args(out, "--template", str(template))]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and str(template) in err and "{{augkd}}" in err and "{{args}}" in err
-    assert "{{array}}" not in err
-    assert not out.exists()
-
-
-def test_dry_run_prints_a_readable_script_and_writes_nothing(tmp_path, capsys):
-    out = tmp_path / "dry"
-    argv = ["slurm", "submit", *small_generate_args(out, "--parallel", "3", "--dry-run", "--gpus-per-task", "1",
-                                                    "--partition", "gpu", systems=8, shards=5)]
-    assert main(argv) == 0
-    script = capsys.readouterr().out
-    assert "#SBATCH --array=0-4%3" in script and "#SBATCH --partition=gpu" in script
-    assert "#SBATCH --gpus-per-task=1" in script and "{{" not in script
-    assert f"--out {out}" in script and "--shard-index" in script
-    assert not out.exists()

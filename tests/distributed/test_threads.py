@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from augkd.cli import main
+from augkd.distributed.jobs import LabelJob
+from augkd.generators.label import LabelConfig
 from augkd.io.dataset import read_frames
+from conftest import run_job
 from mixers.mixer_helpers import emt_frames, write_dataset
 
 
@@ -14,15 +16,15 @@ def source(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("threads") / "src", emt_frames(4, "dft", 0), "dft", shards=2)
 
 
-@pytest.mark.parametrize("execution", (["--workers", "1"], ["--workers", "2"], ["--executor", "dask", "--workers", "2"]),
+@pytest.mark.parametrize("execution", ({"workers": 1}, {"workers": 2}, {"executor": "dask", "workers": 2}),
                          ids=("in-process", "local-workers", "dask-workers"))
 def test_threads_reach_the_computing_process(source, tmp_path, execution):
     import torch
 
     before = torch.get_num_threads()
     out = tmp_path / "labelled"
-    assert main(["label", str(source), "--teacher", "ase:fake_calculators.ThreadCountEMT", "--threads", "3",
-                 "--out", str(out), "--quiet", *execution]) == 0
+    config = LabelConfig(teacher="ase:fake_calculators.ThreadCountEMT", teacher_kwargs={}, atom_energy=False)
+    run_job(LabelJob(source, config), out, threads=3, **execution)
     energies = {frame.data["teacher_energy"] for frame in read_frames(out)}
     assert energies == {3.0}  # what no default gives on this machine (2 cores: 2 in-process, 1 per worker)
     torch.set_num_threads(before)

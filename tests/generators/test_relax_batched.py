@@ -7,7 +7,7 @@ import torch
 from ase.build import bulk
 from ase.cluster import Icosahedron
 from conftest import cu_adslab
-from generators.torch_potentials import MorseTeacher
+from generators.torch_potentials import MorseTeacher, painn_checkpoint_file
 
 from augkd.errors import ConfigError
 from augkd.generators.fire import FireParams
@@ -324,36 +324,29 @@ def test_impossible_relaxer_requests_are_refused():
 
 @pytest.fixture(scope="module")
 def painn_checkpoint(tmp_path_factory):
-    from augkd.models import build_model
-    from augkd.models.checkpoint import save_model
-
-    torch.manual_seed(1)
-    model = build_model("painn-tiny", direct_forces=False)
-    model.fit_energy_normalizer(-3.0, 20.0)
-    return save_model(tmp_path_factory.mktemp("ckpt") / "painn-tiny.pt", model)
+    return painn_checkpoint_file(tmp_path_factory.mktemp("ckpt") / "painn-tiny.pt")
 
 
-def batched_args(out, checkpoint, *extra):
-    from conftest import small_generate_args
+def batched_job(checkpoint, **settings):
+    """``augkd generate`` with the batched relaxer on a ckpt: teacher, caching node and vector features and per-atom
+    energies: 4 systems of at most 40 atoms, 12 FIRE steps, 90 atoms per teacher call."""
+    from conftest import small_generate_job
 
-    args = small_generate_args(
-        out, "--relaxer", "batched", "--batch-atoms", "90", "frames.features=[node,vector]", "frames.atom_energy=true",
-        *extra, systems=4, shards=2, teacher=f"ckpt:{checkpoint}",
-    )
-    args[args.index("--steps") + 1] = "12"
-    args[args.index("--max-atoms") + 1] = "40"
-    return args
+    settings = {"systems": 4, "shards": 2, "relaxer": "batched", "batch__max_atoms": 90, "relax__steps": 12,
+                "systems_sampler__max_atoms": 40, **settings}
+    return small_generate_job("frames.features=[node,vector]", "frames.atom_energy=true", teacher=f"ckpt:{checkpoint}",
+                              **settings)
 
 
-def generate(args) -> int:
-    """``augkd generate`` with one torch thread: gradient forces of float32 models change in the last bit with the
+def generate(job, out):
+    """Run a generate job with one torch thread: gradient forces of float32 models change in the last bit with the
     thread count (the backward pass's scatter sums), and rows must be compared at equal settings."""
-    from augkd.cli import main
+    from conftest import run_job
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return main(args)
+        return run_job(job, out)
     finally:
         torch.set_num_threads(previous)
 
@@ -361,7 +354,7 @@ def generate(args) -> int:
 @pytest.fixture(scope="module")
 def batched_dataset(tmp_path_factory, painn_checkpoint):
     out = tmp_path_factory.mktemp("batched") / "d1M"
-    assert generate(batched_args(out, painn_checkpoint)) == 0
+    generate(batched_job(painn_checkpoint), out)
     return out
 
 
@@ -393,7 +386,7 @@ def test_generate_batched_writes_a_valid_dataset_with_cached_features(batched_da
 def test_generate_batched_is_deterministic(batched_dataset, painn_checkpoint, tmp_path):
     from generators.test_d1m import assert_same_rows, rows_of
 
-    assert generate(batched_args(tmp_path / "again", painn_checkpoint)) == 0
+    generate(batched_job(painn_checkpoint), tmp_path / "again")
     assert_same_rows(rows_of(batched_dataset), rows_of(tmp_path / "again"))
 
 
@@ -416,11 +409,7 @@ def test_ase_relaxer_caches_the_same_outputs_by_labelling_kept_frames(painn_chec
     from augkd.train.data import cached_teacher_outputs
 
     out = tmp_path / "ase"
-    args = batched_args(out, painn_checkpoint)
-    args[args.index("--relaxer") + 1] = "ase"
-    args[args.index("--systems") + 1] = "2"
-    args[args.index("--shards") + 1] = "1"
-    assert generate(args) == 0
+    generate(batched_job(painn_checkpoint, relaxer="ase", systems=2, shards=1), out)
     assert {s["relaxer"] for s in load_manifest(out)["shards"]} == {"ase"}
     teacher = load_teacher(f"ckpt:{painn_checkpoint}")
     frames = list(read_frames(out))
@@ -468,24 +457,6 @@ def test_clean_slabs_for_the_surface_check_share_the_batch(painn_checkpoint, mon
     for x, y in zip(result.frames, again.frames):
         np.testing.assert_array_equal(x.atoms.positions, y.atoms.positions)
         np.testing.assert_array_equal(x.forces, y.forces)
-
-
-def test_generate_refuses_impossible_relaxer_requests(tmp_path, capsys, painn_checkpoint):
-    from conftest import small_generate_args
-
-    from augkd.cli import main
-
-    cases = [
-        (small_generate_args(tmp_path / "a", "--relaxer", "batched"), "needs a torch teacher"),
-        (small_generate_args(tmp_path / "b", "--relaxer", "batched", "--optimizer", "BFGS", teacher=f"ckpt:{painn_checkpoint}"), "FIRE only"),
-        (small_generate_args(tmp_path / "c", "frames.features=[node]"), "cannot cache ['node']"),
-        (small_generate_args(tmp_path / "d", "--batch-atoms", "lots", teacher=f"ckpt:{painn_checkpoint}"), "--batch-atoms 'lots'"),
-    ]
-    for args, message in cases:
-        assert main(args) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("augkd: error:") and "\n" not in err and message in err
-        assert not (tmp_path / args[args.index("--out") + 1]).exists()
 
 
 def assert_batched_follows_ase(teacher, atol):

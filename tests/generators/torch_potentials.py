@@ -112,3 +112,14 @@ class MorseTeacher:
 
     def calculator(self) -> Calculator:
         return TeacherCalculator(self)
+
+
+def painn_checkpoint_file(path):
+    """A random painn-tiny (−∇E forces, seed 1) saved as an augkd checkpoint at ``path``: a ``ckpt:`` torch teacher."""
+    from augkd.models import build_model
+    from augkd.models.checkpoint import save_model
+
+    torch.manual_seed(1)
+    model = build_model("painn-tiny", direct_forces=False)
+    model.fit_energy_normalizer(-3.0, 20.0)
+    return save_model(path, model)

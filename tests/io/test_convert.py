@@ -1,15 +1,13 @@
-"""aselmdb → legacy OCP LMDB → aselmdb round trip through the CLI."""
+"""aselmdb → legacy OCP LMDB → aselmdb round trip (refusals on the command line: tests/cli/test_datasets_cli.py)."""
 
 import os
-import pickle
 
-import lmdb
 import numpy as np
 import pytest
 from ase.build import add_adsorbate, fcc111
 from ase.constraints import FixAtoms
 
-from augkd.cli import main
+from augkd.io.convert import convert
 from augkd.io.dataset import DatasetWriter, load_manifest, read_frames
 from augkd.records import LabelledFrame
 
@@ -39,9 +37,9 @@ def dataset(tmp_path):
 def test_round_trip_preserves_everything(dataset, tmp_path):
     legacy = tmp_path / "legacy"
     back = tmp_path / "back"
-    assert main(["convert", str(dataset), "--to", "ocp-lmdb", "--out", str(legacy)]) == 0
+    convert(dataset, legacy, to="ocp-lmdb")
     assert sorted(os.listdir(legacy)) == ["data.0000.lmdb", "data.0001.lmdb"]
-    assert main(["convert", str(legacy), "--to", "aselmdb", "--out", str(back)]) == 0
+    convert(legacy, back, to="aselmdb")
     assert load_manifest(back)["totals"]["rows"] == 7
     original, converted = list(read_frames(dataset)), list(read_frames(back))
     assert len(original) == len(converted)
@@ -59,29 +57,3 @@ def test_round_trip_preserves_everything(dataset, tmp_path):
             assert b.data[key] == a.data[key]
 
 
-def test_disallowed_pickle_is_refused_and_nothing_is_left(tmp_path, capsys):
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {tmp_path / 'pwned'}",))
-
-    legacy = tmp_path / "evil.lmdb"
-    env = lmdb.open(str(legacy), subdir=False, map_size=1 << 24)
-    with env.begin(write=True) as txn:
-        txn.put(b"0", pickle.dumps(Payload()))
-        txn.put(b"length", pickle.dumps(1))
-    env.close()
-    out = tmp_path / "out"
-    assert main(["convert", str(legacy), "--to", "aselmdb", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "refusing" in err and "system" in err and "\n" not in err
-    assert not (tmp_path / "pwned").exists()
-    assert not out.exists()
-
-
-def test_convert_refuses_bad_input(tmp_path, capsys):
-    assert main(["convert", str(tmp_path / "missing"), "--to", "aselmdb", "--out", str(tmp_path / "o")]) == 2
-    assert "missing" in capsys.readouterr().err
-    incomplete = tmp_path / "incomplete"
-    incomplete.mkdir()
-    assert main(["convert", str(incomplete), "--to", "ocp-lmdb", "--out", str(tmp_path / "o2")]) == 2
-    assert "not an augkd dataset" in capsys.readouterr().err

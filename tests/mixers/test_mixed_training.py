@@ -1,17 +1,18 @@
-"""The mixer inside the trainer: weighted losses as logged, per-epoch realised α, exact resume, partial caches, CLI."""
+"""The mixer inside the trainer: weighted losses as logged, per-epoch realised α, exact resume, partial caches, DDP
+(the mixture flags of `augkd train` end to end: tests/cli/test_train_cli.py)."""
 
 import csv
 import json
 
-import numpy as np
 import pytest
 import torch
 
-from augkd.cli import main
 from augkd.config import compose
+from augkd.distributed.jobs import LabelJob
+from augkd.generators.label import LabelConfig
 from augkd.mixers import origin_weights
 from augkd.train.trainer import TrainConfig, Trainer
-from conftest import small_generate_args
+from conftest import run_job
 from mixer_helpers import emt_dataset
 
 STUDENT = {"hidden_channels": 16, "num_layers": 2}
@@ -136,8 +137,9 @@ def labelled_synthetic(two_sources, tmp_path_factory):
     torch.manual_seed(0)
     teacher = save_model(root / "teacher.pt", build_model("painn-tiny", hidden_channels=24, num_layers=2))
     out = root / "syn-labelled"
-    assert main(["label", str(two_sources[1]), "--teacher", f"ckpt:{teacher}", "--features", "atom_energy,node",
-                 "--feature-dtype", "float32", "--out", str(out), "--quiet"]) == 0
+    config = LabelConfig(teacher=f"ckpt:{teacher}", teacher_kwargs={}, features=("node",), atom_energy=True,
+                         feature_dtype="float32")
+    run_job(LabelJob(two_sources[1], config), out)
     return teacher, out
 
 
@@ -166,37 +168,6 @@ def test_kd_covers_cached_rows_or_asks_the_online_teacher(two_sources, labelled_
     assert [float(v) for v in runs["fill"][0]] == pytest.approx([float(v) for v in runs["online"][0]], rel=1e-4)
     assert any(v != "" and float(v) != pytest.approx(float(f), rel=1e-3)
                for v, f in zip(runs["skip"][0], runs["fill"][0]))
-
-
-@pytest.mark.slow
-def test_cli_alpha_target_and_r_sdft_end_to_end(tmp_path, capsys):
-    """`augkd train --alpha-target 0.5 --r-sdft 0.3` on an EMT 'DFT' stand-in plus `augkd generate` synthetic data."""
-    dft, syn, run = tmp_path / "dft", tmp_path / "syn", tmp_path / "run"
-    assert main(small_generate_args(dft, "origin=dft", "--seed", "3", systems=4, shards=1)) == 0
-    assert main(small_generate_args(syn, systems=4, shards=1)) == 0
-    capsys.readouterr()
-    assert main(["train", "--data", str(dft), "--synthetic", str(syn), "--alpha-target", "0.5", "--r-sdft", "0.3",
-                 "--val", str(dft), "--out", str(run), "--model", "painn-tiny", "--steps", "6", "--batch-size", "4",
-                 "--quiet", "mixer.epoch_length=12", "eval_every=6",
-                 "+model.overrides.hidden_channels=16", "+model.overrides.num_layers=2"]) == 0
-    train = read_csv(run / "train.csv")
-    assert len(train) == 6
-    assert {"loss_energy_dft", "loss_forces_dft", "loss_energy_synthetic", "loss_forces_synthetic"} <= set(train[0])
-    assert all(r["loss_energy_dft"] != "" or r["loss_energy_synthetic"] != "" for r in train)
-    epochs = read_csv(run / "epochs.csv")
-    assert [int(e["draws"]) for e in epochs] == [12, 12]
-    assert sum(int(e["draws_synthetic"]) for e in epochs) + sum(int(e["draws_dft"]) for e in epochs) == 24
-    capsys.readouterr()
-    assert main(["info", str(run)]) == 0
-    text = capsys.readouterr().out
-    assert "training run of painn-tiny, step 6/6" in text
-    assert "α synthetic" in text and "L_E synthetic" in text and "0.3" in text
-    assert main(["info", str(run), "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert [s["origin"] for s in info["mixture"]["sources"]] == ["dft", "synthetic"]
-    assert [e["alpha_synthetic"] for e in info["epochs"]] == pytest.approx(
-        [int(e["draws_synthetic"]) / 12 for e in epochs])
-    assert np.isfinite(info["val"]["energy_mae"])
 
 
 @pytest.mark.slow

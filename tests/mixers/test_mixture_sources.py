@@ -1,8 +1,8 @@
-"""Sources: origins from manifests or named, shares from α_target / per-source α / sizes, and one-line errors."""
+"""Sources: origins from manifests or named, shares from α_target / per-source α / sizes, and one-line errors (on the
+command line: tests/cli/test_train_cli.py)."""
 
 import pytest
 
-from augkd.cli import main
 from augkd.config import compose
 from augkd.errors import ConfigError
 from augkd.mixers import parse_source, resolve_mixture
@@ -117,15 +117,3 @@ def test_bad_mixtures_are_one_line_config_errors(datasets, kwargs, message):
     assert "\n" not in str(error.value)
 
 
-def test_cli_bad_mixture_prints_one_line(datasets, tmp_path, capsys):
-    out = tmp_path / "run"
-    code = main(["train", "--data", str(datasets["dft"]), "--synthetic", str(datasets["syn"]), "--alpha-target",
-                 "1.5", "--out", str(out), "--quiet"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "--alpha-target 1.5" in err
-    assert main(["train", "--data", str(datasets["dft"]), "--r-sdft", "syn=x", "--out", str(out), "--quiet"]) == 2
-    assert "--r-sdft 'syn=x'" in capsys.readouterr().err
-    assert main(["train", "--source", f"dft={datasets['dft']}", "--source", f"dft={datasets['dft2']}",
-                 "--out", str(out), "--quiet"]) == 2
-    assert "duplicate origin" in capsys.readouterr().err
-    assert not out.exists()  # nothing written

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 from ase.calculators.emt import EMT
-from conftest import cu_adslab
+from conftest import cu_adslab, run_job
 from model_helpers import random_rotation, rattled_ethanol
 
-from augkd.cli import main
-from augkd.errors import ConfigError
+from augkd.distributed.jobs import LabelJob
+from augkd.errors import AugkdError, ConfigError
+from augkd.generators.label import LabelConfig
 from augkd.io.dataset import DatasetWriter
 from augkd.kd.targets import TeacherTargets, edge_to_node, edge_to_vector
 from augkd.models import build_model, load_model, save_model
@@ -420,14 +421,15 @@ def test_ckpt_teacher_predicts_labels_and_caches_per_atom_features(teacher_path,
         teacher.label(atoms[0], ["energy", "edge"])
 
     refused = tmp_path / "refused"
-    assert main(["label", str(emt_dataset), "--teacher", f"ckpt:{teacher_path}", "--features", "edge",
-                 "--out", str(refused), "--quiet"]) == 2
+    with pytest.raises(AugkdError):  # what `augkd label` reports with exit status 2
+        config = LabelConfig(teacher=f"ckpt:{teacher_path}", teacher_kwargs={}, features=("edge",), atom_energy=False)
+        run_job(LabelJob(emt_dataset, config), refused)
     assert not refused.exists()
 
     labelled = tmp_path / "labelled"
-    assert main(["label", str(emt_dataset), "--teacher", f"ckpt:{teacher_path}", "--features",
-                 "atom_energy,node,edge2node,edge_vector", "--feature-dtype", "float32", "--out", str(labelled),
-                 "--quiet"]) == 0
+    config = LabelConfig(teacher=f"ckpt:{teacher_path}", teacher_kwargs={},
+                         features=("node", "edge2node", "edge_vector"), atom_energy=True, feature_dtype="float32")
+    run_job(LabelJob(emt_dataset, config), labelled)
     rows = FrameDataset([str(labelled)])
     row = rows[0]
     direct = teacher.predict(atoms_to_batch([rows.frame(0).atoms]))

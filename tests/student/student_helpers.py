@@ -4,8 +4,6 @@ A module, not a conftest (tests import the top-level conftest by name): each tes
 the first asker trains; later ones reuse the run.
 """
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -14,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augkd.cli import main
-from conftest import small_generate_args
+from augkd.student.export import export_student
+from conftest import run_job, small_generate_job, train_run
 
 _CACHE: dict[str, Path] = {}
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def emt_data(factory) -> Path:
     if "data" not in _CACHE:
         out = factory.mktemp("student-data") / "emt"
-        assert main(small_generate_args(out, systems=6, shards=2)) == 0
+        run_job(small_generate_job(systems=6, shards=2), out)
         _CACHE["data"] = out
     return _CACHE["data"]
 
@@ -37,10 +35,8 @@ def trained_run(factory, direct_forces: bool = False) -> Path:
         run = factory.mktemp("student-run") / "run"
         overrides = ["+model.overrides.direct_forces=true"] if direct_forces else [
             "+model.overrides.direct_forces=false", "+model.overrides.max_neighbors=1000"]
-        argv = ["train", "--data", str(emt_data(factory)), "--model", "painn-tiny", "--steps", "20",
-                "--batch-size", "4", "--lr", "3e-3", "--out", str(run), "--quiet", *overrides]
-        with contextlib.redirect_stdout(io.StringIO()):
-            assert main(argv) == 0
+        train_run(run, *overrides, data__train=[str(emt_data(factory))], model__name="painn-tiny", steps=20,
+                  batch_size=4, optim__lr=3e-3)
         _CACHE[key] = run
     return _CACHE[key]
 
@@ -49,8 +45,7 @@ def exported(factory, direct_forces: bool = False) -> Path:
     key = f"student-{direct_forces}"
     if key not in _CACHE:
         out = factory.mktemp("student-file") / "student.pt"
-        with contextlib.redirect_stdout(io.StringIO()):
-            assert main(["export", str(trained_run(factory, direct_forces)), "--out", str(out)]) == 0
+        export_student(trained_run(factory, direct_forces), out)
         _CACHE[key] = out
     return _CACHE[key]
 
@@ -66,14 +61,6 @@ def slab(size=(3, 3, 3), seed: int = 0, adsorbate: str = "O"):
     atoms.set_constraint(FixAtoms(indices=np.flatnonzero(bottom)))
     atoms.rattle(0.05, seed=seed)
     return atoms
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``augkd ARGV`` in this process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    status = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def fresh_process_predictions(path: Path, structures: Path) -> list[dict]:

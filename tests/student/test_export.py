@@ -1,5 +1,5 @@
 """``augkd export`` and ``AugkdCalculator``: the exported student predicts what its checkpoint predicts, in a fresh
-process; bad files give one-line errors."""
+process (bad files on the command line: tests/cli/test_student_cli.py)."""
 
 import warnings
 
@@ -9,10 +9,9 @@ import torch
 from ase.io import write
 
 from augkd.calculator import AugkdCalculator
-from augkd.errors import AugkdError
 from augkd.models import build_model, save_model
 from augkd.student.export import FORMAT, export_student, load_student
-from student_helpers import exported, fresh_process_predictions, checkpoint_predictions, run_cli, slab, trained_run
+from student.student_helpers import checkpoint_predictions, exported, fresh_process_predictions, slab, trained_run
 
 
 @pytest.fixture(scope="module")
@@ -88,30 +87,3 @@ def test_element_references_are_added_and_unseen_elements_warn(tmp_path):
     assert energies["export"] - energies["plain"] == pytest.approx(27 * -3.5 - 1.25, abs=1e-4)
 
 
-def test_non_finite_weights_are_refused_with_the_tensor_named(tmp_path, capsys):
-    model = build_model("schnet-tiny")
-    with torch.no_grad():
-        model.interactions[1].update[0].weight[0, 0] = float("nan")
-    path = save_model(tmp_path / "nan.pt", model)
-    status, _, err = run_cli(["export", path, "--out", tmp_path / "student.pt"], capsys)
-    assert status == 2
-    assert err.strip() == (f"augkd: error: {path}: weight tensor interactions.1.update.0.weight holds NaN or inf "
-                           "values; refusing this student")
-    with pytest.raises(AugkdError, match="interactions.1.update.0.weight"):
-        AugkdCalculator(path)
-    assert not (tmp_path / "student.pt").exists()
-
-
-@pytest.mark.parametrize("kind", ["missing", "text", "foreign-dict", "empty-run"])
-def test_bad_student_files_give_one_line_errors(kind, tmp_path, capsys):
-    path = tmp_path / "model.pt"
-    if kind == "text":
-        path.write_text("not a checkpoint")
-    elif kind == "foreign-dict":
-        torch.save({"weights": torch.zeros(3)}, path)
-    elif kind == "empty-run":
-        path = tmp_path / "run"
-        path.mkdir()
-    status, _, err = run_cli(["export", path, "--out", tmp_path / "student.pt"], capsys)
-    assert status == 2 and err.count("\n") == 1 and err.startswith("augkd: error: ")
-    assert str(path) in err

@@ -1,29 +1,16 @@
-"""``augkd md``: NVE energy conservation of a conservative student, a clean stop on an unstable model, warnings
-and one-line errors for bad input."""
+"""MD with a student: NVE energy conservation of a conservative student, a stop when atoms collapse (``augkd md`` on the
+command line: tests/cli/test_student_cli.py)."""
 
-import csv
-
-import numpy as np
 import pytest
-import torch
-from ase.io import read, write
 
 from augkd.calculator import AugkdCalculator
-from augkd.models.checkpoint import load_model, save_model
 from augkd.student.md import MDSettings, run_md
-from student_helpers import exported, run_cli, slab, trained_run
+from student.student_helpers import exported, slab
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     return exported(tmp_path_factory)
-
-
-@pytest.fixture
-def structure(tmp_path):
-    path = tmp_path / "slab.traj"
-    write(path, slab((3, 3, 3), seed=7))
-    return path
 
 
 def test_nve_energy_drift_of_a_conservative_student_is_small(student):
@@ -36,37 +23,6 @@ def test_nve_energy_drift_of_a_conservative_student_is_small(student):
     assert set(result.time_split_ms) == {"neighbors", "model", "rest"}
 
 
-def test_md_cli_writes_trajectory_and_log(student, structure, tmp_path, capsys):
-    out = tmp_path / "md.traj"
-    status, stdout, _ = run_cli(["md", structure, "--model", student, "--ensemble", "nvt", "--temperature", "500",
-                                 "--timestep", "2", "--steps", "20", "--interval", "5", "--out", out, "--quiet",
-                                 "--threads", "1", "--thermostat", "bussi"], capsys)
-    assert status == 0, stdout
-    assert '"stable": true' in stdout and '"steps": 20' in stdout
-    frames = read(out, index=":")
-    assert len(frames) == 5  # steps 0, 5, 10, 15, 20
-    with open(out.with_suffix(".csv")) as handle:
-        rows = list(csv.DictReader(handle))
-    assert [int(r["step"]) for r in rows] == [0, 5, 10, 15, 20]
-    assert float(rows[-1]["time_ps"]) == pytest.approx(0.04)
-    assert all(float(r["temperature_K"]) > 0 for r in rows)
-
-
-def test_md_stops_cleanly_when_the_model_explodes(tmp_path_factory, structure, tmp_path, capsys):
-    """Weights scaled up (the energy scale × 10⁴): forces pass 50 eV/Å; the run stops with one line and exit 3."""
-    model, extra = load_model(trained_run(tmp_path_factory) / "checkpoints" / "final.pt")
-    with torch.no_grad():
-        model.energy_scale.mul_(1e4)
-    broken = save_model(tmp_path / "broken.pt", model, extra)
-    status, stdout, err = run_cli(["md", structure, "--model", broken, "--steps", "50", "--out",
-                                   tmp_path / "md.traj", "--quiet", "--threads", "1"], capsys)
-    assert status == 3
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("augkd: md stopped: unstable at step ")
-    assert "eV/Å > 50 eV/Å" in lines[0] and "(t = " in lines[0] and "of 0.0500 ps)" in lines[0]
-    assert '"stable": false' in stdout
-
-
 def test_md_stops_when_atoms_collapse(tmp_path):
     from ase.calculators.lj import LennardJones
 
@@ -77,65 +33,3 @@ def test_md_stops_when_atoms_collapse(tmp_path):
     assert not result.stable and result.steps == 0 and result.reason.startswith("min interatomic distance 0.")
 
 
-def test_nve_with_a_direct_force_student_warns(tmp_path_factory, structure, tmp_path, capsys):
-    student = exported(tmp_path_factory, direct_forces=True)
-    status, _, err = run_cli(["md", structure, "--model", student, "--ensemble", "nve", "--steps", "2",
-                              "--out", tmp_path / "md.traj", "--quiet", "--threads", "1"], capsys)
-    assert status == 0
-    assert "augkd: warning: painn-tiny" in err and "its energy is not conserved in NVE" in err
-
-
-def test_teacher_spec_runs_md(structure, tmp_path, capsys):
-    status, stdout, _ = run_cli(["md", structure, "--model", "emt", "--steps", "5", "--out", tmp_path / "md.traj",
-                                 "--quiet"], capsys)
-    assert status == 0 and '"stable": true' in stdout
-
-
-@pytest.mark.parametrize(
-    ("flags", "message"),
-    [
-        (["--timestep", "0"], "--timestep 0.0 fs: must be > 0 and ≤ 10 fs"),
-        (["--timestep", "12"], "--timestep 12.0 fs: must be > 0 and ≤ 10 fs"),
-        (["--temperature", "-1"], "--temperature -1.0 K: must be ≥ 0"),
-        (["--ensemble", "npt"], "--ensemble npt: choose nve or nvt"),
-    ],
-)
-def test_bad_md_settings_are_one_line_errors(flags, message, structure, tmp_path, capsys):
-    status, _, err = run_cli(["md", structure, "--model", "emt", "--out", tmp_path / "md.traj", *flags], capsys)
-    assert status == 2 and err == f"augkd: error: {message}\n"
-
-
-def test_bad_inputs_are_one_line_errors(structure, tmp_path, capsys):
-    garbage = tmp_path / "garbage.xyz"
-    garbage.write_text("this is not\nan xyz file\n")
-    foreign = tmp_path / "foreign.pt"
-    torch.save({"weights": torch.zeros(2)}, foreign)
-    cases = [
-        (["md", tmp_path / "missing.traj", "--model", "emt"], f"no structure file at {tmp_path / 'missing.traj'}"),
-        (["md", garbage, "--model", "emt"], f"{garbage}: ASE cannot read a structure from it"),
-        (["md", structure, "--model", tmp_path / "nothing.pt"], f"--model {tmp_path / 'nothing.pt'}: no such file"),
-        (["md", structure, "--model", foreign], f"{foreign} is not an augkd student or checkpoint"),
-        (["relax", structure, "--model", "emt", "--fmax", "0"], "--fmax 0.0 eV/Å: must be > 0"),
-    ]
-    for argv, message in cases:
-        status, _, err = run_cli([*argv, "--out", tmp_path / "out.traj"], capsys)
-        assert status == 2 and err.count("\n") == 1, err
-        assert err.startswith(f"augkd: error: {message}"), err
-
-
-def test_unseen_elements_are_an_error_unless_allowed(tmp_path, capsys):
-    from augkd.models import build_model
-
-    torch.manual_seed(0)
-    student = save_model(tmp_path / "cu.pt", build_model("schnet-tiny"), {"species": [8, 29]})
-    structure = tmp_path / "pt.traj"
-    atoms = slab((2, 2, 3), seed=1)
-    atoms.symbols[0] = "Pt"
-    write(structure, atoms)
-    argv = ["md", structure, "--model", student, "--steps", "2", "--out", tmp_path / "md.traj", "--quiet"]
-    status, _, err = run_cli(argv, capsys)
-    assert status == 2
-    assert err == f"augkd: error: schnet-tiny ({student}) was not trained on Pt (pass --allow-unseen to run anyway)\n"
-    status, _, err = run_cli([*argv, "--allow-unseen"], capsys)
-    assert status == 0 and err == f"augkd: warning: schnet-tiny ({student}) was not trained on Pt\n"
-    np.testing.assert_equal(read(tmp_path / "md.traj").numbers, atoms.numbers)

@@ -12,7 +12,7 @@ from augkd.errors import AugkdError
 from augkd.models.data import atoms_to_batch
 from augkd.models.interface import build_graph
 from augkd.student.neighbors import VerletList, pair_list
-from student_helpers import exported, slab
+from student.student_helpers import exported, slab
 
 
 def edge_set(source, target, vectors):

@@ -14,12 +14,13 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 
-from augkd.cli import main
 from augkd.config import compose
 from augkd.errors import ConfigError
 from augkd.models.checkpoint import load_model
 from augkd.element_refs import ElementReferences
+from augkd.train.evaluate import evaluate_checkpoints
 from augkd.train.trainer import TrainConfig, Trainer
+from dft_files import import_files
 
 #: per-element offsets (eV/atom) of the "other code": far larger than EMT's own energy spread
 OFFSETS = {"Cu": -3.72, "Pt": -6.05, "O": -4.93, "H": -1.11}
@@ -69,7 +70,7 @@ def imported(tmp_path, name, frames, origin):
     path = tmp_path / f"{name}.extxyz"
     ase.io.write(path, frames)
     out = tmp_path / name
-    assert main(["import", str(path), "--out", str(out), "--origin", origin, "--quiet"]) == 0
+    import_files([path], out, origin=origin)
     return out
 
 
@@ -118,7 +119,7 @@ def test_shifted_source_trains_the_same_student_with_fitted_references(sources, 
     assert np.abs(raw_plain - raw_moved).mean() > 0.5  # without references the student learns the offsets
 
 
-def test_checkpoint_carries_references_and_evaluate_says_which(sources, tmp_path, capsys):
+def test_checkpoint_carries_references_and_evaluate_says_which(sources, tmp_path):
     checkpoint = train(sources, "other_shifted", tmp_path / "run", "fit")
     _, extra = load_model(checkpoint)
     references = ElementReferences.from_extra(extra["element_refs"])
@@ -133,17 +134,15 @@ def test_checkpoint_carries_references_and_evaluate_says_which(sources, tmp_path
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["data"]["element_refs"] == "fit"
 
-    assert main(["evaluate", str(checkpoint), "--data", str(sources["test"])]) == 0
-    out = capsys.readouterr().out
+    out = evaluate_checkpoints([str(checkpoint)], [sources["test"]])
     assert "energy MAE against the element references of origin 'dft'" in out
-    assert main(["evaluate", str(checkpoint), "--data", str(sources["other_shifted"])]) == 0
-    assert "origin 'other'" in capsys.readouterr().out
+    assert "origin 'other'" in evaluate_checkpoints([str(checkpoint)], [sources["other_shifted"]])
 
     # evaluate's energy MAE is the calculator's, on the dataset's own scale
     frames = emt_frames(2, 8)
     error = np.abs(predictions(checkpoint, frames) - [a.get_potential_energy() for a in frames]).mean() * 1000
-    assert main(["evaluate", str(checkpoint), "--data", str(sources["test"]), "--json"]) == 0
-    metrics = json.loads(capsys.readouterr().out.splitlines()[0])["final"]
+    report = evaluate_checkpoints([str(checkpoint)], [sources["test"]], as_json=True)
+    metrics = json.loads(report.splitlines()[0])["final"]
     assert metrics["energy_mae"] == pytest.approx(error, rel=1e-3, abs=0.5)
 
 

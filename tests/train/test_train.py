@@ -5,11 +5,13 @@ import csv
 import pytest
 import torch
 
-from augkd.cli import main
 from augkd.config import compose
+from augkd.distributed.jobs import LabelJob
 from augkd.errors import ConfigError
+from augkd.generators.label import LabelConfig
+from augkd.io.dataset import verify_dataset
 from augkd.train.trainer import TrainConfig, Trainer
-from conftest import small_generate_args
+from conftest import run_job
 
 TEACHER = {"hidden_channels": 48, "num_layers": 2}
 STUDENT = {"hidden_channels": 16, "num_layers": 2}
@@ -35,10 +37,8 @@ def column(run, name):
 
 
 @pytest.fixture(scope="module")
-def emt_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train") / "emt"
-    assert main(small_generate_args(out, systems=8, shards=2)) == 0
-    return out
+def emt_data(small_d1m):
+    return small_d1m(systems=8, shards=2)
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,10 @@ def test_n2n_kd_from_online_teacher(emt_data, teacher_checkpoint, tmp_path):
 
 def test_cached_teacher_features_match_online_kd(emt_data, teacher_checkpoint, tmp_path):
     labelled = tmp_path / "labelled"
-    assert main(["label", str(emt_data), "--teacher", f"ckpt:{teacher_checkpoint}", "--features",
-                 "atom_energy,node", "--feature-dtype", "float32", "--out", str(labelled), "--quiet"]) == 0
-    assert main(["verify", str(labelled)]) == 0
+    label = LabelConfig(teacher=f"ckpt:{teacher_checkpoint}", teacher_kwargs={}, features=("node",), atom_energy=True,
+                        feature_dtype="float32")
+    run_job(LabelJob(emt_data, label), labelled)
+    assert verify_dataset(labelled) == []
     runs = {}
     for mode in ("online", "cached"):
         runs[mode] = tmp_path / mode
@@ -123,17 +124,6 @@ def test_bad_training_input(emt_data, teacher_checkpoint, tmp_path):
                 tmp_path / "c")
 
 
-def test_cli_train_and_evaluate(emt_data, tmp_path, capsys):
-    run = tmp_path / "cli"
-    assert main(["train", "--data", str(emt_data), "--val", str(emt_data), "--out", str(run), "--model",
-                 "schnet-tiny", "--steps", "10", "--batch-size", "4", "--quiet", "eval_every=5"]) == 0
-    capsys.readouterr()
-    assert main(["evaluate", str(run / "checkpoints" / "final.pt"), "--data", str(emt_data), "--json"]) == 0
-    assert '"energy_mae"' in capsys.readouterr().out
-    assert main(["train", "--data", str(emt_data), "--out", str(tmp_path / "x"), "--model", "nope", "--quiet"]) == 2
-    assert "unknown model 'nope'" in capsys.readouterr().err
-
-
 def test_ddp_under_torchrun_on_cpu(emt_data, tmp_path):
     """Two gloo ranks: disjoint data shares, identical weights after training, rank 0 writes the run."""
     import os
@@ -167,15 +157,15 @@ def test_one_source_sampler_ranks_are_disjoint_and_cover_the_epoch():
     assert sum((again.next_batch() for _ in range(2)), []) == seen[1][:4]
 
 
-def test_plot_and_cka_commands(emt_data, teacher_checkpoint, tmp_path, capsys):
+def test_plot_and_cka_commands(emt_data, teacher_checkpoint, tmp_path):
+    from augkd.train.analysis import analyze_cka, plot_run
+
     run = teacher_checkpoint.parents[1]
-    assert main(["plot", str(run), "--data", str(emt_data)]) == 0
+    plot_run(run, [emt_data])
     for name in ("learning_curves.png", "parity.png"):
         assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     heat_map = tmp_path / "cka.png"
-    assert main(["analyze", "cka", str(teacher_checkpoint), str(teacher_checkpoint), "--data", str(emt_data),
-                 "--out", str(heat_map)]) == 0
-    table = capsys.readouterr().out
+    table = analyze_cka(teacher_checkpoint, teacher_checkpoint, [emt_data], heat_map)
     assert heat_map.read_bytes()[:4] == b"\x89PNG"
     # a model compared with itself: every layer matches itself exactly
     rows = [line.split() for line in table.splitlines() if line.startswith(("M", "U"))]

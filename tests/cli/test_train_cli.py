@@ -1,4 +1,5 @@
-"""augkd train as a user drives it: config files, fine-tuning, extending a run, devices, resolved λ, threads."""
+"""augkd train (and evaluate) as a user drives them: flags applied to the config, config files, fine-tuning, extending
+a run, devices, resolved λ, threads, mixture flags, and bad input as one line on stderr with exit status 2."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from augkd.cli import main
+from conftest import small_generate_args, train_config
 from mixers.mixer_helpers import emt_dataset
 
 TINY = ["--model", "painn-tiny", "--batch-size", "2", "--quiet"]
@@ -21,9 +24,55 @@ def data(tmp_path_factory):
     return emt_dataset(tmp_path_factory.mktemp("ergo") / "dft", rows=6, origin="dft")
 
 
+@pytest.fixture
+def emt_data(small_d1m):
+    return small_d1m(systems=8, shards=2)
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sources")
+    return {
+        "dft": emt_dataset(root / "dft", 6, "dft", seed=1),
+        "dft2": emt_dataset(root / "dft2", 2, "dft", seed=2),
+        "syn": emt_dataset(root / "syn", 3, "synthetic", seed=3),
+    }
+
+
 def steps_logged(run: Path) -> list[int]:
     with open(run / "train.csv") as handle:
         return [int(row["step"]) for row in csv.DictReader(handle)]
+
+
+def read_csv(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_flags_give_the_config_of_the_stage_tests(data, tmp_path, monkeypatch):
+    """The stage tests train through ``Trainer(train_config(...))``; the flags they stand for give the same config."""
+    import augkd.train.trainer
+
+    made = []
+
+    class Recorded:
+        def __init__(self, config, run_dir):
+            made.append(config)
+
+        def fit(self, progress=True):
+            return {}
+
+    monkeypatch.setattr(augkd.train.trainer, "Trainer", Recorded)
+    assert main(["train", "--data", str(data), "--steps", "2", "--lr", "3e-3", "--out", str(tmp_path / "r"), *TINY,
+                 "+model.overrides.direct_forces=false"]) == 0
+    assert main(["train", "--source", f"dft={data}:0.8", "--source", f"rattle={data}:0.2", "--out",
+                 str(tmp_path / "s"), "--quiet"]) == 0
+    assert [config.to_dict() for config in made] == [
+        train_config("+model.overrides.direct_forces=false", data__train=[str(data)], steps=2, optim__lr=3e-3,
+                     model__name="painn-tiny", batch_size=2).to_dict(),
+        train_config(data__sources=[{"path": str(data), "origin": "dft", "alpha": 0.8},
+                                    {"path": str(data), "origin": "rattle", "alpha": 0.2}]).to_dict(),
+    ]
 
 
 def test_partial_config_file_is_merged_over_the_default(data, tmp_path):
@@ -135,3 +184,59 @@ def test_threads_flag_sets_torch_threads(data, tmp_path):
     done = subprocess.run([sys.executable, "-c", code, "train", "--data", str(data), "--steps", "1",
                            "--out", str(tmp_path / "s"), *TINY], capture_output=True, text=True, env=env)
     assert done.stdout.strip().splitlines()[-1] == "threads 1", done.stderr
+
+
+def test_cli_train_and_evaluate(emt_data, tmp_path, capsys):
+    run = tmp_path / "cli"
+    assert main(["train", "--data", str(emt_data), "--val", str(emt_data), "--out", str(run), "--model",
+                 "schnet-tiny", "--steps", "10", "--batch-size", "4", "--quiet", "eval_every=5"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "checkpoints" / "final.pt"), "--data", str(emt_data), "--json"]) == 0
+    assert '"energy_mae"' in capsys.readouterr().out
+    assert main(["train", "--data", str(emt_data), "--out", str(tmp_path / "x"), "--model", "nope", "--quiet"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_cli_bad_mixture_prints_one_line(datasets, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(datasets["dft"]), "--synthetic", str(datasets["syn"]), "--alpha-target",
+                 "1.5", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--alpha-target 1.5" in err
+    assert main(["train", "--data", str(datasets["dft"]), "--r-sdft", "syn=x", "--out", str(out), "--quiet"]) == 2
+    assert "--r-sdft 'syn=x'" in capsys.readouterr().err
+    assert main(["train", "--source", f"dft={datasets['dft']}", "--source", f"dft={datasets['dft2']}",
+                 "--out", str(out), "--quiet"]) == 2
+    assert "duplicate origin" in capsys.readouterr().err
+    assert not out.exists()  # nothing written
+
+
+@pytest.mark.slow
+def test_cli_alpha_target_and_r_sdft_end_to_end(tmp_path, capsys):
+    """`augkd train --alpha-target 0.5 --r-sdft 0.3` on an EMT 'DFT' stand-in plus `augkd generate` synthetic data."""
+    dft, syn, run = tmp_path / "dft", tmp_path / "syn", tmp_path / "run"
+    assert main(small_generate_args(dft, "origin=dft", "--seed", "3", systems=4, shards=1)) == 0
+    assert main(small_generate_args(syn, systems=4, shards=1)) == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(dft), "--synthetic", str(syn), "--alpha-target", "0.5", "--r-sdft", "0.3",
+                 "--val", str(dft), "--out", str(run), "--model", "painn-tiny", "--steps", "6", "--batch-size", "4",
+                 "--quiet", "mixer.epoch_length=12", "eval_every=6",
+                 "+model.overrides.hidden_channels=16", "+model.overrides.num_layers=2"]) == 0
+    train = read_csv(run / "train.csv")
+    assert len(train) == 6
+    assert {"loss_energy_dft", "loss_forces_dft", "loss_energy_synthetic", "loss_forces_synthetic"} <= set(train[0])
+    assert all(r["loss_energy_dft"] != "" or r["loss_energy_synthetic"] != "" for r in train)
+    epochs = read_csv(run / "epochs.csv")
+    assert [int(e["draws"]) for e in epochs] == [12, 12]
+    assert sum(int(e["draws_synthetic"]) for e in epochs) + sum(int(e["draws_dft"]) for e in epochs) == 24
+    capsys.readouterr()
+    assert main(["info", str(run)]) == 0
+    text = capsys.readouterr().out
+    assert "training run of painn-tiny, step 6/6" in text
+    assert "α synthetic" in text and "L_E synthetic" in text and "0.3" in text
+    assert main(["info", str(run), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [s["origin"] for s in info["mixture"]["sources"]] == ["dft", "synthetic"]
+    assert [e["alpha_synthetic"] for e in info["epochs"]] == pytest.approx(
+        [int(e["draws_synthetic"]) / 12 for e in epochs])
+    assert np.isfinite(info["val"]["energy_mae"])
