@@ -126,7 +126,7 @@ def _from_trainer_state(path: Path, payload: dict) -> Student:
     config = json.loads(payload["config"])
     name, overrides = config["model"]["name"], config["model"].get("overrides", {})
     model_config = build_model(name, **overrides).config  # the full settings, as save_model records them
-    extra = {"step": payload.get("step"), "normalizer": payload.get("normalizer"),
+    extra = {**(payload.get("provenance") or {}), "step": payload.get("step"), "normalizer": payload.get("normalizer"),
              "element_refs": payload.get("element_refs")}
     return _from_extra(path, name, model_config, strip_kd_heads(payload["ema"]), extra)
 

@@ -124,6 +124,9 @@ class Trainer:
         resuming = self.checkpoint_path.is_file()
         saved = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True) if resuming else None
         self.references = self._element_references(saved)
+        #: atomic numbers in the training rows (an exported student warns about structures with others)
+        self.species = set(saved["species"]) if saved is not None and saved.get("species") else self._species()
+        self.val_metrics: dict[str, float] | None = saved.get("val_metrics") if saved is not None else None
         self.train_set.references = self.references
         if self.val_set is not None:
             self.val_set.references = self.references
@@ -321,6 +324,9 @@ class Trainer:
             "element_refs": self.references.to_extra() if self.references is not None else None,
             "teacher_refs": self.teacher_refs.tolist() if self.teacher_refs is not None else None,
             "best": self.best,
+            "species": sorted(self.species),
+            "val_metrics": self.val_metrics,
+            "provenance": self._provenance(),
             "torch_rng": torch.get_rng_state(),
             "config": json.dumps(self.config.values, sort_keys=True),
         }
@@ -361,10 +367,42 @@ class Trainer:
 
         model = build_model(self.student.name, **self.student.config)
         model.load_state_dict({k: v.cpu() for k, v in strip_kd_heads(self.ema.state_dict()).items()})
-        extra = {"step": self.step, "normalizer": vars(self.normalizer)}
+        extra = {"step": self.step, "normalizer": vars(self.normalizer), **self._provenance()}
         if self.references is not None:  # the model predicts referenced energies: these put them back on a scale
             extra["element_refs"] = self.references.to_extra()
         return save_model(self.run_dir / "checkpoints" / name, model, extra)
+
+    def _species(self) -> set[int]:
+        """Every element of the training rows (one read of each row, at the start of a run)."""
+        species: set[int] = set()
+        for index in range(len(self.train_set)):
+            species.update(self.train_set.frame(index).atoms.numbers.tolist())
+        return species
+
+    def _provenance(self) -> dict[str, Any]:
+        """What a student records of its training: the species it saw, the training sets (their manifests' sha256
+        and who labelled them), the online teacher, the latest validation metrics."""
+        from augkd.hashing import sha256_file
+
+        def name(value: Any) -> Any:
+            return value.get("name") if isinstance(value, dict) else value
+
+        datasets = []
+        for source in self.mixture.sources:
+            for path in source.paths:
+                manifest_path = Path(path) / "manifest.json"
+                manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+                datasets.append({
+                    "path": str(Path(path).resolve()), "origin": source.origin,
+                    "manifest_sha256": sha256_file(manifest_path) if manifest_path.is_file() else None,
+                    "labelled_by": name(manifest.get("labelled_by") or manifest.get("teacher")),
+                })
+        return {
+            "species": sorted(self.species) or None,
+            "datasets": datasets,
+            "teacher": self.teacher.identity.to_dict() if self.teacher is not None else None,
+            "val_metrics": self.val_metrics,
+        }
 
     # -- one step ----------------------------------------------------------------------------------------------
     def _targets(self, batch: TrainBatch, samples: list):
@@ -500,6 +538,7 @@ class Trainer:
         value = metrics[name]
         higher = BEST_METRICS[name]
         better = self.best is None or (value > self.best if higher else value < self.best)
+        self.val_metrics = {key: float(v) for key, v in metrics.items()}
         if better and math.isfinite(value):
             self.best = value
             self.export("best.pt")

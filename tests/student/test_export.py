@@ -87,3 +87,23 @@ def test_element_references_are_added_and_unseen_elements_warn(tmp_path):
     assert energies["export"] - energies["plain"] == pytest.approx(27 * -3.5 - 1.25, abs=1e-4)
 
 
+
+
+def test_a_trained_student_records_its_species_and_training_sets(tmp_path_factory, run, student):
+    """A real training run's export says which elements it saw and which data taught it (not only hand-made
+    checkpoints): the species of every training row, each training set's manifest hash and labeller."""
+    from augkd.hashing import sha256_file
+    from augkd.train.data import FrameDataset
+    from student.student_helpers import emt_data
+
+    data = emt_data(tmp_path_factory)
+    rows = FrameDataset([data])
+    species = sorted({int(z) for i in range(len(rows)) for z in rows.frame(i).atoms.numbers})
+    payload = torch.load(student, weights_only=True)
+    assert payload["species"] == species
+    provenance = payload["provenance"]
+    assert provenance["datasets"] == [{"path": str(data.resolve()), "origin": "synthetic",
+                                       "manifest_sha256": sha256_file(data / "manifest.json"),
+                                       "labelled_by": "emt"}]
+    assert provenance["teacher"] is None and provenance["val_metrics"] is None  # cached labels only; no --val
+    assert load_student(run / "checkpoints" / "last.pt").species == species  # the trainer state carries them too
