@@ -14,7 +14,7 @@ import torch
 
 from augkd.cli import main
 from conftest import small_generate_args, train_config
-from mixers.mixer_helpers import emt_dataset
+from mixers.mixer_helpers import emt_dataset, source_datasets
 
 TINY = ["--model", "painn-tiny", "--batch-size", "2", "--quiet"]
 
@@ -31,12 +31,7 @@ def emt_data(small_d1m):
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sources")
-    return {
-        "dft": emt_dataset(root / "dft", 6, "dft", seed=1),
-        "dft2": emt_dataset(root / "dft2", 2, "dft", seed=2),
-        "syn": emt_dataset(root / "syn", 3, "synthetic", seed=3),
-    }
+    return source_datasets(tmp_path_factory.mktemp("sources"))
 
 
 def steps_logged(run: Path) -> list[int]:

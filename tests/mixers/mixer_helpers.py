@@ -42,3 +42,15 @@ def write_dataset(path: Path, frames: list[LabelledFrame], origin: str | None, s
 
 def emt_dataset(path: Path, rows: int, origin: str | None, seed: int = 0) -> Path:
     return write_dataset(path, emt_frames(rows, origin, seed), origin)
+
+
+def source_datasets(root: Path) -> dict[str, Path]:
+    """The mixture-source test sets: two dft sets, synthetic, rattle, one without an origin, one empty."""
+    return {
+        "dft": emt_dataset(root / "dft", 6, "dft", seed=1),
+        "dft2": emt_dataset(root / "dft2", 2, "dft", seed=2),
+        "syn": emt_dataset(root / "syn", 3, "synthetic", seed=3),
+        "rattle": emt_dataset(root / "rattle", 4, "rattle", seed=4),
+        "anonymous": write_dataset(root / "anonymous", emt_frames(2, None, 5), None),
+        "empty": write_dataset(root / "empty", [], "dft"),
+    }

@@ -6,20 +6,12 @@ import pytest
 from augkd.config import compose
 from augkd.errors import ConfigError
 from augkd.mixers import parse_source, resolve_mixture
-from mixer_helpers import emt_dataset, emt_frames, write_dataset
+from mixer_helpers import source_datasets
 
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sources")
-    return {
-        "dft": emt_dataset(root / "dft", 6, "dft", seed=1),
-        "dft2": emt_dataset(root / "dft2", 2, "dft", seed=2),
-        "syn": emt_dataset(root / "syn", 3, "synthetic", seed=3),
-        "rattle": emt_dataset(root / "rattle", 4, "rattle", seed=4),
-        "anonymous": write_dataset(root / "anonymous", emt_frames(2, None, 5), None),
-        "empty": write_dataset(root / "empty", [], "dft"),
-    }
+    return source_datasets(tmp_path_factory.mktemp("sources"))
 
 
 def mixture(data=None, synthetic=None, sources=None, **mixer):
