@@ -124,9 +124,11 @@ class Trainer:
         resuming = self.checkpoint_path.is_file()
         saved = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True) if resuming else None
         self.references = self._element_references(saved)
+        recorded = (saved.get("provenance") or {}) if saved is not None else {}
         #: atomic numbers in the training rows (an exported student warns about structures with others)
-        self.species = set(saved["species"]) if saved is not None and saved.get("species") else self._species()
-        self.val_metrics: dict[str, float] | None = saved.get("val_metrics") if saved is not None else None
+        self.species = set(recorded.get("species") or ()) or self._species()
+        self.val_metrics: dict[str, float] | None = recorded.get("val_metrics")
+        self.training_sets = self._training_sets()
         self.train_set.references = self.references
         if self.val_set is not None:
             self.val_set.references = self.references
@@ -324,8 +326,6 @@ class Trainer:
             "element_refs": self.references.to_extra() if self.references is not None else None,
             "teacher_refs": self.teacher_refs.tolist() if self.teacher_refs is not None else None,
             "best": self.best,
-            "species": sorted(self.species),
-            "val_metrics": self.val_metrics,
             "provenance": self._provenance(),
             "torch_rng": torch.get_rng_state(),
             "config": json.dumps(self.config.values, sort_keys=True),
@@ -379,27 +379,31 @@ class Trainer:
             species.update(self.train_set.frame(index).atoms.numbers.tolist())
         return species
 
-    def _provenance(self) -> dict[str, Any]:
-        """What a student records of its training: the species it saw, the training sets (their manifests' sha256
-        and who labelled them), the online teacher, the latest validation metrics."""
+    def _training_sets(self) -> list[dict[str, Any]]:
+        """Each training set: path, origin, its manifest's sha256 and who labelled its rows (read once per run)."""
         from augkd.hashing import sha256_file
 
         def name(value: Any) -> Any:
             return value.get("name") if isinstance(value, dict) else value
 
-        datasets = []
+        sets = []
         for source in self.mixture.sources:
             for path in source.paths:
                 manifest_path = Path(path) / "manifest.json"
                 manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-                datasets.append({
+                sets.append({
                     "path": str(Path(path).resolve()), "origin": source.origin,
                     "manifest_sha256": sha256_file(manifest_path) if manifest_path.is_file() else None,
                     "labelled_by": name(manifest.get("labelled_by") or manifest.get("teacher")),
                 })
+        return sets
+
+    def _provenance(self) -> dict[str, Any]:
+        """What a student records of its training: the species it saw, the training sets, the online teacher, the
+        latest validation metrics (kept in last.pt too, so a resumed run and an export of last.pt carry them)."""
         return {
             "species": sorted(self.species) or None,
-            "datasets": datasets,
+            "datasets": self.training_sets,
             "teacher": self.teacher.identity.to_dict() if self.teacher is not None else None,
             "val_metrics": self.val_metrics,
         }
