@@ -104,6 +104,11 @@ class AtomisticModel(nn.Module):
         """Names in ``feature_shapes`` with one row per edge of ``ModelOutput.graph`` (the rest: one per atom)."""
         return ()
 
+    def prepare_for_inference(self) -> bool:
+        """Speed-ups that hold only while the weights stay as they are (SchNet: tabulated filters); True when the
+        model changed (its TorchScript must then be compiled again). Never call it on a model still training."""
+        return False
+
     def make_graph(self, batch) -> Graph:
         """The graph ``body`` runs on; models with several graphs return a ``Graph`` subclass that carries them."""
         return build_graph(batch, self.settings.cutoff, self.settings.max_neighbors)

@@ -3,10 +3,16 @@
 h_i ← h_i + MLP(Σ_j (W_in h_j) ⊙ filter(|r_ij|)), with the filter an MLP of Gaussian distance features times a
 cosine cutoff; per-atom energies from an MLP on the final h. ``node`` features are h after the interaction block
 chosen by ``feature_layer`` ("I<k>", default the last), i.e. before the output MLP.
+
+Every filter is a function of the edge length alone, so for inference (weights frozen) ``tabulate_filters`` replaces
+the filter networks by cubic Hermite tables of their values and derivatives on a fine distance grid, as MD codes
+tabulate pair potentials: the per-edge cost drops from two dense layers to a table lookup, and forces stay the exact
+−∇ of the (C¹) tabulated energy.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple  # TorchScript reads typing's generics in signatures
@@ -54,12 +60,38 @@ class Interaction(nn.Module):
         self.update = nn.Sequential(nn.Linear(filters, hidden), ShiftedSoftplus(), nn.Linear(hidden, hidden))
         self.message_norm = message_norm
 
+    def filters(self, rbf: torch.Tensor, edge_dist: torch.Tensor) -> torch.Tensor:
+        """(E, filters): the continuous filter W(d) of every edge, zero from the cutoff on."""
+        return self.filter_net(rbf) * self.cutoff_fn(edge_dist).unsqueeze(-1)
+
     def forward(
-        self, h: torch.Tensor, rbf: torch.Tensor, edge_dist: torch.Tensor, source: torch.Tensor, target: torch.Tensor
+        self, h: torch.Tensor, weights: torch.Tensor, source: torch.Tensor, target: torch.Tensor
     ) -> torch.Tensor:
-        weights = self.filter_net(rbf) * self.cutoff_fn(edge_dist).unsqueeze(-1)
-        messages = self.to_filters(h)[source] * weights
+        messages = self.to_filters(h).index_select(0, source) * weights
         return h + self.update(scatter_sum(messages, target, h.shape[0]) * self.message_norm)
+
+
+def hermite_lookup(table: torch.Tensor, dist: torch.Tensor, spacing: float) -> torch.Tensor:
+    """(E, F) values at ``dist`` of a function tabulated by ``hermite_table`` with node ``spacing``.
+
+    Cubic Hermite in each cell (C¹, so −∇E forces are continuous); past the last node the last value (zero for
+    filters: the table ends at the cutoff) with zero slope. One gather and one batched product per call, so the
+    backward pass is one batched product too.
+    """
+    position = dist / spacing
+    cell = position.detach().floor().clamp(0.0, float(table.shape[0] - 1))
+    t = (position - cell).clamp(max=1.0)
+    t2 = t * t
+    t3 = t2 * t
+    basis = torch.stack([2.0 * t3 - 3.0 * t2 + 1.0, t3 - 2.0 * t2 + t, 3.0 * t2 - 2.0 * t3, t3 - t2], dim=-1)
+    rows = table.flatten(1).index_select(0, cell.long()).view(-1, 4, table.shape[2])  # index_select: 4× faster
+    return torch.bmm(basis.unsqueeze(1), rows).squeeze(1)
+
+
+def hermite_table(values: torch.Tensor, slopes: torch.Tensor, spacing: float) -> torch.Tensor:
+    """(n − 1, 4, F) per cell: the values and slopes·spacing at its two ends, from (n, F) node values and slopes."""
+    scaled = slopes * spacing
+    return torch.stack([values[:-1], scaled[:-1], values[1:], scaled[1:]], dim=1)
 
 
 class SchNet(AtomisticModel):
@@ -82,6 +114,35 @@ class SchNet(AtomisticModel):
             for _ in range(settings.num_interactions)
         )
         self.output = nn.Sequential(nn.Linear(hidden, hidden // 2), ShiftedSoftplus(), nn.Linear(hidden // 2, 1))
+        # (interactions, cells, 4, filters) once tabulate_filters ran; empty: the filter networks run per edge
+        self.register_buffer("filter_tables", torch.zeros(0), persistent=False)
+        self.table_spacing = 0.0
+
+    def prepare_for_inference(self) -> bool:
+        self.tabulate_filters()
+        return True
+
+    def tabulate_filters(self, nodes_per_gaussian: int = 20) -> None:
+        """Replace the filter networks by tables (inference only: the tables do not follow later weight changes).
+
+        The grid spans [0, cutoff] with ``nodes_per_gaussian`` nodes per spacing of the Gaussian centres (the finest
+        scale of the filters): for the paper's 200 Gaussians on 6 Å, 0.0015 Å
+        (relative force error ~5e-6 against the networks, below float32 round-off of the sums). Values and exact derivatives
+        (forward-mode autodiff) are computed in float64 and stored in the model's dtype.
+        """
+        settings = self.settings
+        cells = math.ceil(nodes_per_gaussian * (settings.num_gaussians - 1))
+        spacing = settings.cutoff / cells
+        dtype = self.embedding.weight.dtype
+        grid = torch.arange(cells + 1, dtype=torch.float64, device=self.embedding.weight.device) * spacing
+        tables = []
+        for interaction in self.interactions:
+            exact = copy.deepcopy(interaction).double()
+            rbf = copy.deepcopy(self.rbf).double()
+            values, slopes = torch.func.jvp(lambda d: exact.filters(rbf(d), d), (grid,), (torch.ones_like(grid),))
+            tables.append(hermite_table(values.detach(), slopes.detach(), spacing))
+        self.filter_tables = torch.stack(tables).to(dtype)
+        self.table_spacing = spacing
 
     def feature_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"node": (self.settings.hidden_channels,)}
@@ -95,12 +156,17 @@ class SchNet(AtomisticModel):
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Dict[str, torch.Tensor]]:
         source, target = edge_index[0], edge_index[1]
         h = self.embedding(atomic_numbers)
-        rbf = self.rbf(edge_dist)
+        tabulated = self.filter_tables.numel() > 0
+        rbf = edge_dist.new_zeros(0) if tabulated else self.rbf(edge_dist)
         features: Dict[str, torch.Tensor] = {}
         block = 0
         for interaction in self.interactions:
+            if tabulated:
+                weights = hermite_lookup(self.filter_tables[block], edge_dist, self.table_spacing)
+            else:
+                weights = interaction.filters(rbf, edge_dist)
             block += 1
-            h = interaction(h, rbf, edge_dist, source, target)
+            h = interaction(h, weights, source, target)
             if block == self.feature_block:
                 features["node"] = h
         forces: Optional[torch.Tensor] = None

@@ -87,6 +87,41 @@ def test_element_references_are_added_and_unseen_elements_warn(tmp_path):
     assert energies["export"] - energies["plain"] == pytest.approx(27 * -3.5 - 1.25, abs=1e-4)
 
 
+def test_a_schnet_student_runs_on_tabulated_filters_with_its_checkpoints_numbers(tmp_path):
+    """The calculator swaps SchNet's filter networks for tables and compiles that model again; the numbers stay
+    the checkpoint's (the file keeps the networks)."""
+    torch.manual_seed(0)
+    model = build_model("schnet-tiny", num_gaussians=200, hidden_channels=32, num_filters=32)
+    model.fit_energy_normalizer(-0.1, 0.7)  # small totals: the checkpoint's float32 sum is then exact to 1e-5
+    checkpoint = save_model(tmp_path / "schnet.pt", model, {})
+    out = export_student(checkpoint, tmp_path / "student.pt")
+    structures = [slab(seed=5), slab((2, 2, 4), seed=6, adsorbate="H")]
+    for (energy, forces), atoms in zip(checkpoint_predictions(checkpoint, structures), structures):
+        calc = AugkdCalculator(out, device="cpu", threads=1)
+        assert isinstance(calc.potential, torch.jit.ScriptModule) and calc.model.filter_tables.numel() > 0
+        atoms.calc = calc
+        assert atoms.get_potential_energy() == pytest.approx(energy, abs=1e-5)
+        np.testing.assert_allclose(atoms.get_forces(apply_constraint=False), forces, atol=1e-4)
+        assert np.abs(forces).max() > 1e-2
+
+
+def test_the_calculator_recomputes_when_positions_change_and_only_then(student):
+    atoms = slab(seed=7)
+    calc = AugkdCalculator(student, device="cpu", threads=1)
+    atoms.calc = calc
+    first = atoms.get_forces().copy()
+    atoms.get_potential_energy()
+    assert calc.timings["calls"] == 1
+    atoms.set_initial_magnetic_moments([1.0] * len(atoms))  # nothing the student reads
+    atoms.get_forces()
+    assert calc.timings["calls"] == 1
+    atoms.positions[-1] += [0.05, 0.0, 0.0]
+    assert calc.check_state(atoms) == ["positions"]
+    assert not np.allclose(atoms.get_forces(), first)
+    atoms.cell[2, 2] += 1.0
+    assert "cell" in calc.check_state(atoms)
+    atoms.get_forces()
+    assert calc.timings["calls"] == 3
 
 
 def test_a_trained_student_records_its_species_and_training_sets(tmp_path_factory, run, student):

@@ -1,0 +1,76 @@
+"""SchNet's tabulated filters (``prepare_for_inference``): the same energies and forces as the filter networks,
+forces still −∇E, nothing from pairs past the cutoff, TorchScript compiles them, and ``AugkdCalculator`` uses them."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from augkd.models.potential import Potential, script
+from augkd.student.neighbors import VerletList
+from conftest import cu_adslab
+from model_helpers import tiny_model
+from test_conservative import assert_forces_are_minus_gradient
+
+#: a SchNet whose filters are as sharp as the paper's (Gaussians 0.03 Å apart) but small enough for a unit test
+SHARP = {"num_gaussians": 200, "cutoff": 6.0, "num_filters": 32, "hidden_channels": 32}
+
+
+def tabulated(model):
+    table_model = copy.deepcopy(model)
+    assert table_model.prepare_for_inference()
+    return table_model
+
+
+def evaluate(model, atoms, skin=0.0):
+    """(energy, forces) of ``Potential(model)`` on a neighbour list with ``skin`` (pairs up to cutoff + skin)."""
+    settings = model.settings
+    edges = VerletList(settings.cutoff, skin=skin, max_neighbors=settings.max_neighbors).edges(atoms)
+    dtype = model.embedding.weight.dtype
+    atom_energy, forces = Potential(model)(
+        torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions, dtype=dtype),
+        torch.as_tensor(edges.edge_index), torch.as_tensor(edges.shifts, dtype=dtype))
+    return float(atom_energy.sum()), forces.numpy()
+
+
+@pytest.mark.parametrize("overrides", [{}, SHARP], ids=["tiny", "sharp"])
+def test_tables_give_the_networks_energy_and_forces(overrides):
+    model = tiny_model("schnet-tiny", **overrides)
+    atoms = cu_adslab(np.random.default_rng(2))
+    atoms.rattle(0.1, seed=5)
+    energy, forces = evaluate(model, atoms)
+    table_energy, table_forces = evaluate(tabulated(model), atoms)
+    assert table_energy == pytest.approx(energy, abs=1e-6 * len(atoms))
+    assert np.abs(table_forces - forces).max() <= 1e-5 * np.abs(forces).max()
+    assert np.abs(forces).max() > 1e-3  # the comparison is not between zeros
+
+
+def test_tabulated_forces_are_minus_the_energy_gradient():
+    model = tabulated(tiny_model("schnet-tiny", **SHARP))
+    assert_forces_are_minus_gradient(lambda atoms: evaluate(model, atoms), cu_adslab(np.random.default_rng(1)))
+
+
+def test_pairs_past_the_cutoff_add_nothing():
+    """A Verlet list holds pairs up to cutoff + skin: the table ends at the cutoff, with zero value and slope."""
+    model = tabulated(tiny_model("schnet-tiny", **SHARP))
+    atoms = cu_adslab(np.random.default_rng(2))
+    tight, loose = evaluate(model, atoms), evaluate(model, atoms, skin=2.0)
+    assert loose[0] == pytest.approx(tight[0], abs=1e-10)
+    np.testing.assert_allclose(loose[1], tight[1], atol=1e-10)
+
+
+def test_scripted_tables_equal_the_eager_ones(one_thread):
+    model = tabulated(tiny_model("schnet-tiny", dtype=torch.float32, **SHARP))
+    atoms = cu_adslab(np.random.default_rng(3))
+    edges = VerletList(model.settings.cutoff, 0.0, model.settings.max_neighbors).edges(atoms)
+    inputs = (torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions, dtype=torch.float32),
+              torch.as_tensor(edges.edge_index), torch.as_tensor(edges.shifts, dtype=torch.float32))
+    scripted, eager = script(model)(*inputs), Potential(model)(*inputs)
+    torch.testing.assert_close(scripted, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_the_tables_stay_out_of_checkpoints():
+    model = tabulated(tiny_model("schnet-tiny"))
+    assert "filter_tables" not in model.state_dict()
+    assert model.filter_tables.shape == (2, 20 * (model.settings.num_gaussians - 1), 4, model.settings.num_filters)
