@@ -39,7 +39,7 @@ alike. Forces are untouched by references. The learning curves' validation point
 the scored weights are the final ones whatever those points say).
 
 Gap closed (%) per seed: (err_a − err_x)/(err_a − err_teacher)·100 against the same student's a-dft run of the same
-seed; mean ± std over seeds. MD speed: steps/s of NVT MD (300 K, 1 fs) on bench/md_throughput.py's 66-atom
+seed; mean ± sample std (n − 1) over seeds. MD speed: steps/s of NVT MD (300 K, 1 fs) on bench/md_throughput.py's 66-atom
 Cu(111)+CO slab, through its functions (``adslab``, ``augkd.student.md.run_md``, ``interleave``), 1 torch thread,
 for the teacher's ASE calculator and each student architecture's exported a-dft student (first seed): the cost of a
 step does not depend on the weights, so every configuration of a student shares that ratio.
@@ -70,7 +70,9 @@ from pathlib import Path
 sys.modules.setdefault("nvalchemiops", None)
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))  # this checkout's augkd, not an installed one
-sys.path.insert(0, str(BENCH))  # md_throughput, interleave
+sys.path.insert(0, str(BENCH))  # md_throughput, interleave, kd_study
+
+from kd_study import mean_std  # noqa: E402  (one mean ± sample std for both studies)
 
 #: student name → (augkd model preset, overrides): the CPU-trainable sizes of this study
 STUDENTS = {
@@ -399,15 +401,6 @@ def md_speed(args, students: dict[str, Path], path: Path) -> dict:
 
 
 # -- aggregation ---------------------------------------------------------------------------------------------------------
-def mean_std(values: list[float]) -> dict:
-    import numpy as np
-
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4), "n": len(values)}
-
-
 def gap(baseline: float, value: float, teacher: float, higher_is_better: bool = False) -> float | None:
     from augkd.train.metrics import gap_closed
 

@@ -98,12 +98,14 @@ def kd_terms(losses: list[str], multiplier: float, fraction: float) -> list[dict
 
 
 def mean_std(values: list[float]) -> dict:
+    """Mean and sample standard deviation (n − 1; 0 for one value) of the finite values."""
     import numpy as np
 
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "std": std, "n": len(values)}
 
 
 def summarize(scores: dict[str, dict[int, dict]], teacher: dict) -> dict:
