@@ -73,4 +73,4 @@ def test_scripted_tables_equal_the_eager_ones(one_thread):
 def test_the_tables_stay_out_of_checkpoints():
     model = tabulated(tiny_model("schnet-tiny"))
     assert "filter_tables" not in model.state_dict()
-    assert model.filter_tables.shape == (2, 20 * (model.settings.num_gaussians - 1), 4, model.settings.num_filters)
+    assert model.filter_tables.shape == (2, 4 * 20 * (model.settings.num_gaussians - 1), model.settings.num_filters)
