@@ -152,12 +152,16 @@ class VerletList:
             self._key = (atoms.numbers.tobytes(), cell.tobytes(), atoms.pbc.tobytes())
             self.builds += 1
         i, j, shifts = self._candidates
-        vectors = positions[j] - positions[i] + shifts
+        # take() with one index array per step: half the time of boolean masks on every array
+        vectors = positions.take(j, axis=0)
+        vectors -= positions.take(i, axis=0)
+        vectors += shifts
         squared = np.einsum("ij,ij->i", vectors, vectors)
-        keep = (squared <= self.cutoff**2) & (squared > 0.0)
-        i, j, shifts, squared = i[keep], j[keep], shifts[keep], squared[keep]
+        keep = np.flatnonzero((squared <= self.cutoff**2) & (squared > 0.0))
+        squared = squared.take(keep)
         if self.max_neighbors is not None:
-            kept = limit_neighbors(i, squared, len(atoms), self.max_neighbors)
+            kept = limit_neighbors(i.take(keep), squared, len(atoms), self.max_neighbors)
             if not kept.all():
-                i, j, shifts, squared = i[kept], j[kept], shifts[kept], squared[kept]
-        return Edges(edge_index=np.stack([j, i]), shifts=shifts, distances=np.sqrt(squared))
+                keep, squared = keep[kept], squared[kept]
+        return Edges(edge_index=np.stack([j.take(keep), i.take(keep)]), shifts=shifts.take(keep, axis=0),
+                     distances=np.sqrt(squared))
