@@ -14,7 +14,7 @@ radius 7 Å, one thread (ms per build; the machine was shared, so the figures ar
     ASE        31.8    202    392    164    574   1215
 
 matscipy, then ASE's, are used when vesin is not installed. Between builds, selecting the edges of a 1002-atom slab
-from its ~117k candidates (radius 7 Å) with a 50-neighbour limit takes ~12–15 ms per step (the limit itself, by
+from its ~117k candidates (radius 7 Å) with a 50-neighbour limit takes ~7–9 ms per step (the limit itself, by
 ``np.partition`` over a padded per-atom table: ~2 ms; by a full sort it took ~13 ms).
 
 Convention (``augkd.models.interface``): an edge is (source j, target i) with vector ``pos[j] - pos[i] + shift``,
