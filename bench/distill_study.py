@@ -72,7 +72,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))  # this checkout's augkd, not an installed one
 sys.path.insert(0, str(BENCH))  # md_throughput, interleave, kd_study
 
-from kd_study import mean_std  # noqa: E402  (one mean ± sample std for both studies)
+from kd_study import format_stat as cell, markdown_table, mean_std, print_table  # noqa: E402  (one mean ± sample std for both studies)
 
 #: student name → (augkd model preset, overrides): the CPU-trainable sizes of this study
 STUDENTS = {
@@ -452,11 +452,6 @@ COLUMNS = ("configuration", "E MAE meV", "F MAE meV/Å", "F cos", "EFwT %", "gap
 
 def table_rows(table: dict, teacher: dict) -> list[list[str]]:
     """The results table as text cells: the teacher's row, then one row per configuration (mean ± std over seeds)."""
-    def cell(stat, digits):
-        if stat["mean"] is None:
-            return "–"
-        return f"{stat['mean']:.{digits}f}" + (f" ± {stat['std']:.{digits}f}" if stat["n"] > 1 else "")
-
     t = teacher["metrics"]
     rows = [[f"teacher {teacher['spec']}", f"{t['energy_mae']:.1f}", f"{t['force_mae']:.1f}", f"{t['force_cos']:.3f}",
              f"{t['efwt']:.2f}", "", "", ""]]
@@ -468,22 +463,6 @@ def table_rows(table: dict, teacher: dict) -> list[list[str]]:
                      cell(row["efwt"], 2), cell(row["gap_closed_energy_pct"], 1), cell(row["gap_closed_force_pct"], 1),
                      f"{speed:.1f}" if speed else "–"])
     return rows
-
-
-def print_table(table: dict, teacher: dict) -> None:
-    widths = (34, 18, 16, 16, 14, 16, 16, 7)
-    header = "".join(f"{name:<{w}}" if i == 0 else f"{name:>{w}}" for i, (name, w) in enumerate(zip(COLUMNS, widths)))
-    print(header)
-    print("-" * len(header))
-    for cells in table_rows(table, teacher):
-        print("".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths))))
-
-
-def markdown_table(table: dict, teacher: dict) -> str:
-    """The same table in Markdown (``DIR/table.md``, what the README shows)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(table, teacher)]
-    return "\n".join(lines) + "\n"
 
 
 def parity_plot(path: Path, student: Path, teacher: Path, title: str) -> Path:
@@ -641,8 +620,9 @@ def main(argv: list[str] | None = None) -> dict:
         "targets": targets(table, teacher), "plots": figures, "wall_s": round(time.time() - started, 1),
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "table.md").write_text(markdown_table(table, teacher))
-    print_table(table, teacher)
+    rows = table_rows(table, teacher)
+    (out / "table.md").write_text(markdown_table(rows, COLUMNS))
+    print_table(rows, COLUMNS, first=34, width=16)
     print(json.dumps({"study": "distill_study", "results": str(out / "results.json"), "best": best,
                       "targets": result["targets"], "wall_s": result["wall_s"]}))
     return result

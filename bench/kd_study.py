@@ -22,7 +22,8 @@ Students are scored on the validation set with their final EMA weights (``checkp
 selection on the set they are scored on). Gap closed per seed against the baseline of the same seed; mean ± std
 over ``--seeds``. "Both gaps at once": the configuration with the largest min(gap E, gap F) (means over seeds).
 
-Prints the paper-style table (mean ± std), then ONE JSON line (also written to ``--out/results.json``).
+Prints the paper-style table (mean ± sample std), then ONE JSON line (also written to ``--out/results.json``;
+the table to ``--out/table.md``).
 
     python bench/kd_study.py [--steps 400] [--teacher-steps 800] [--systems 40] [--out runs/kd-study]
     python bench/kd_study.py --teacher-model gemnet-oc-tiny --kd n2n,e2n --systems 32 --teacher-steps 400 \
@@ -134,23 +135,38 @@ def summarize(scores: dict[str, dict[int, dict]], teacher: dict) -> dict:
         "reached": table[best]["gap_energy_pct"]["mean"] >= 60 and table[best]["gap_force_pct"]["mean"] >= 20}}
 
 
-def print_table(table: dict, teacher: dict, lambdas: dict) -> None:
-    def cell(stat: dict, digits: int) -> str:
-        if stat["mean"] is None:
-            return "–"
-        return f"{stat['mean']:.{digits}f}" + (f" ± {stat['std']:.{digits}f}" if stat["n"] > 1 else "")
+def format_stat(stat: dict, digits: int) -> str:
+    """"mean ± std" (just the mean for one seed; "–" for none)."""
+    if stat["mean"] is None:
+        return "–"
+    return f"{stat['mean']:.{digits}f}" + (f" ± {stat['std']:.{digits}f}" if stat["n"] > 1 else "")
 
-    header = (f"{'run':<28}{'E MAE meV':>18}{'F MAE meV/Å':>18}{'F cos':>18}{'EFwT %':>16}{'gap E %':>16}"
-              f"{'gap F %':>16}  λ")
-    print(header)
-    print("-" * len(header))
-    print(f"{'teacher':<28}{teacher['energy_mae']:>18.1f}{teacher['force_mae']:>18.1f}{teacher['force_cos']:>18.4f}"
-          f"{teacher['efwt']:>16.2f}")
+
+COLUMNS = ("run", "E MAE meV", "F MAE meV/Å", "F cos", "EFwT %", "gap E %", "gap F %", "λ")
+
+
+def table_rows(table: dict, teacher: dict, lambdas: dict) -> list[list[str]]:
+    rows = [["teacher", f"{teacher['energy_mae']:.1f}", f"{teacher['force_mae']:.1f}", f"{teacher['force_cos']:.4f}",
+             f"{teacher['efwt']:.2f}", "", "", ""]]
     for name, row in table.items():
-        gaps = ("", "") if name == "student" else (cell(row["gap_energy_pct"], 1), cell(row["gap_force_pct"], 1))
-        print(f"{name:<28}{cell(row['energy_mae'], 1):>18}{cell(row['force_mae'], 1):>18}"
-              f"{cell(row['force_cos'], 4):>18}{cell(row['efwt'], 2):>16}{gaps[0]:>16}{gaps[1]:>16}  "
-              f"{lambdas.get(name, '')}")
+        gaps = ["", ""] if name == "student" else [format_stat(row["gap_energy_pct"], 1),
+                                                   format_stat(row["gap_force_pct"], 1)]
+        rows.append([name, format_stat(row["energy_mae"], 1), format_stat(row["force_mae"], 1),
+                     format_stat(row["force_cos"], 4), format_stat(row["efwt"], 2), *gaps, lambdas.get(name, "")])
+    return rows
+
+
+def print_table(rows: list[list[str]], columns: tuple = COLUMNS, first: int = 30, width: int = 17) -> None:
+    """The table as aligned text: the first column left-aligned, the rest right-aligned."""
+    def line(cells):
+        return "".join(f"{c:<{first}}" if i == 0 else f"{c:>{width}}" for i, c in enumerate(cells))
+
+    print("\n".join([line(columns), "-" * len(line(columns)), *map(line, rows)]))
+
+
+def markdown_table(rows: list[list[str]], columns: tuple = COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -261,7 +277,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"validation set: {len(val_set)} rows; students: {args.steps} steps, seeds {seeds} (mean ± std); "
           f"final EMA weights. λ: auto × multiplier (vanilla1: multiplier × 1); Table 8 {pair[0]}→{pair[1]}: "
           f"{TABLE8.get(pair, {})}")
-    print_table(summary["table"], teacher_scores, lambdas)
+    rows = table_rows(summary["table"], teacher_scores, lambdas)
+    print_table(rows)
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")
     result = {
@@ -274,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1))
+    (out / "table.md").write_text(markdown_table(rows))
     print(json.dumps(result))
     return result
 

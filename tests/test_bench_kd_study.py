@@ -52,3 +52,18 @@ def test_summary_gap_per_seed_and_best_of_both_gaps():
     assert best["config"] == "n2n+vanilla1" and best["min_gap_pct"] == pytest.approx(30.0)
     assert best["reached"] is False  # 50 % of the energy gap < 60 %
     assert "gap_energy_pct" not in summary["table"]["student"]
+
+
+def test_table_rows_print_and_markdown(capsys):
+    teacher = scores(100.0, 10.0)
+    results = {"student": {0: scores(200.0, 20.0), 1: scores(300.0, 30.0)},
+               "n2n": {0: scores(120.0, 21.0), 1: scores(140.0, 31.0)}}
+    rows = kd_study.table_rows(kd_study.summarize(results, teacher)["table"], teacher, {"n2n": "n2n 12.5"})
+    assert rows[0][:3] == ["teacher", "100.0", "10.0"]
+    assert rows[2] == ["n2n", "130.0 ± 14.1", "26.0 ± 7.1", "0.9000 ± 0.0000", "0.00 ± 0.00", "80.0 ± 0.0",
+                       "-7.5 ± 3.5", "n2n 12.5"]
+    kd_study.print_table(rows)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("run") and printed[-1].startswith("n2n") and "130.0 ± 14.1" in printed[-1]
+    markdown = kd_study.markdown_table(rows).splitlines()
+    assert markdown[0] == "| " + " | ".join(kd_study.COLUMNS) + " |" and len(markdown) == 2 + len(rows)
