@@ -19,7 +19,8 @@ config.json holds the number) — except vanilla(1), whose loss is in L0's own u
 Table 8's values for the pair are printed beside for reference.
 
 Students are scored on the validation set with their final EMA weights (``checkpoints/final.pt``: no checkpoint
-selection on the set they are scored on). Gap closed per seed against the baseline of the same seed; mean ± std
+selection on the set they are scored on), energies on each run's own element references (``augkd evaluate``'s
+comparison: the trainer fits per-source references, and the bare network predicts E − Σ n_Z c_Z). Gap closed per seed against the baseline of the same seed; mean ± std
 over ``--seeds``. "Both gaps at once": the configuration with the largest min(gap E, gap F) (means over seeds).
 
 Prints the paper-style table (mean ± sample std), then ONE JSON line (also written to ``--out/results.json``;
@@ -201,10 +202,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from augkd.cli import main as augkd
     from augkd.config import compose
-    from augkd.models.checkpoint import load_model
     from augkd.teachers.checkpoint import CheckpointTeacher
     from augkd.train.data import FrameDataset
-    from augkd.train.evaluate import evaluate_model
+    from augkd.train.evaluate import evaluate_checkpoint
     from augkd.train.trainer import TrainConfig, Trainer
 
     torch.set_num_threads(args.threads)
@@ -252,8 +252,8 @@ def main(argv: list[str] | None = None) -> dict:
     student = {"hidden_channels": 16, "num_layers": 2} if args.student_model.endswith("-tiny") else {}
     val_set = FrameDataset([str(val)])
 
-    def scores(path: Path) -> dict:
-        return {k: float(v) for k, v in evaluate_model(load_model(path)[0], val_set).items() if k in METRICS}
+    def scores(path: Path) -> dict:  # energies on the run's own element references, as `augkd evaluate` compares them
+        return {k: float(v) for k, v in evaluate_checkpoint(path, val_set)[0].items() if k in METRICS}
 
     results: dict[str, dict[int, dict]] = {"student": {}}
     lambdas: dict[str, str] = {}

@@ -25,22 +25,31 @@ def evaluate_model(
     return metrics.compute()
 
 
+def evaluate_checkpoint(path: str | Path, dataset: FrameDataset, batch_size: int = 8) -> tuple[dict[str, float], str]:
+    """(metrics, note) of one checkpoint on ``dataset``: energies compared on the element references the model was
+    trained against (its own, from the checkpoint), as the trainer's validation does; the note says which."""
+    from augkd.models.checkpoint import load_model
+
+    model, extra = load_model(path)
+    dataset.references = None
+    note = ""
+    if extra.get("element_refs") is not None:
+        dataset.references = ElementReferences.from_extra(extra["element_refs"])
+        note = reference_note(dataset)
+    return evaluate_model(model, dataset, batch_size), note
+
+
 def evaluate_checkpoints(
     checkpoints: Sequence[str], data: Sequence[str | Path], batch_size: int = 8,
     compare: Sequence[str] | None = None, as_json: bool = False,
 ) -> str:
-    from augkd.models.checkpoint import load_model
-
     dataset = FrameDataset(data)
     results, notes = {}, []
     for item in checkpoints:
         name, _, path = item.rpartition("=") if "=" in item else (Path(item).stem, "", item)
-        model, extra = load_model(path)
-        dataset.references = None
-        if extra.get("element_refs") is not None:
-            dataset.references = ElementReferences.from_extra(extra["element_refs"])
-            notes.append(f"{name}: {reference_note(dataset)}")
-        results[name] = evaluate_model(model, dataset, batch_size)
+        results[name], note = evaluate_checkpoint(path, dataset, batch_size)
+        if note:
+            notes.append(f"{name}: {note}")
     if compare:
         student, teacher = compare
         missing = [n for n in compare if n not in results]
