@@ -27,6 +27,7 @@ from augkd.models.base import (
     scatter_sum,
 )
 from augkd.models.interface import Graph
+from augkd.models.potential import quiet_torchscript
 from augkd.models.radial import CosineCutoff, GaussianRBF, ShiftedSoftplus
 
 MAX_ATOMIC_NUMBER = 118
@@ -140,7 +141,8 @@ class SchNet(AtomisticModel):
         for interaction in self.interactions:
             exact = copy.deepcopy(interaction).double()
             rbf = copy.deepcopy(self.rbf).double()
-            values, slopes = torch.func.jvp(lambda d: exact.filters(rbf(d), d), (grid,), (torch.ones_like(grid),))
+            with quiet_torchscript():  # torch.func's first import scripts helpers (a DeprecationWarning each)
+                values, slopes = torch.func.jvp(lambda d: exact.filters(rbf(d), d), (grid,), (torch.ones_like(grid),))
             tables.append(hermite_table(values.detach(), slopes.detach(), spacing))
         self.filter_tables = torch.stack(tables).to(dtype)
         self.table_spacing = spacing
