@@ -71,6 +71,10 @@ def test_scripted_tables_equal_the_eager_ones(one_thread):
 
 
 def test_the_tables_stay_out_of_checkpoints():
-    model = tabulated(tiny_model("schnet-tiny"))
+    model = tiny_model("schnet-tiny", dtype=torch.float32)
+    weights = {key: value.clone() for key, value in model.state_dict().items()}
+    model = tabulated(model)
     assert "filter_tables" not in model.state_dict()
+    for key, value in model.state_dict().items():  # the float64 pass leaves every weight and dtype as it was
+        assert value.dtype == weights[key].dtype and torch.equal(value, weights[key]), key
     assert model.filter_tables.shape == (2, 4 * 20 * (model.settings.num_gaussians - 1), model.settings.num_filters)
