@@ -39,9 +39,9 @@ alike. Forces are untouched by references. The learning curves' validation point
 the scored weights are the final ones whatever those points say).
 
 Gap closed (%) per seed: (err_a − err_x)/(err_a − err_teacher)·100 against the same student's a-dft run of the same
-seed; mean ± sample std (n − 1) over seeds. MD speed: steps/s of NVT MD (300 K, 1 fs) on bench/md_throughput.py's 66-atom
-Cu(111)+CO slab, through its functions (``adslab``, ``augkd.student.md.run_md``, ``interleave``), 1 torch thread,
-for the teacher's ASE calculator and each student architecture's exported a-dft student (first seed): the cost of a
+seed; mean ± sample std (n − 1) over seeds. MD speed: steps/s of NVT MD (300 K, 1 fs) on bench/md_throughput.py's
+66-atom Cu(111)+CO slab, through its functions (``adslab``, ``augkd.student.md.run_md``, ``interleave``), 1 torch
+thread, for the teacher's ASE calculator and each student architecture's exported a-dft student (first seed): the cost of a
 step does not depend on the weights, so every configuration of a student shares that ratio.
 
 Outputs: ``DIR/results.json`` (every figure), ``DIR/table.md`` (the table in Markdown),
@@ -72,7 +72,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))  # this checkout's augkd, not an installed one
 sys.path.insert(0, str(BENCH))  # md_throughput, interleave, kd_study
 
-from kd_study import format_stat as cell, markdown_table, mean_std, print_table  # noqa: E402  (one mean ± sample std for both studies)
+# one mean ± sample std and one table format for both studies
+from kd_study import format_stat as cell, markdown_table, mean_std, print_table  # noqa: E402
 
 #: student name → (augkd model preset, overrides): the CPU-trainable sizes of this study
 STUDENTS = {

@@ -20,8 +20,9 @@ Table 8's values for the pair are printed beside for reference.
 
 Students are scored on the validation set with their final EMA weights (``checkpoints/final.pt``: no checkpoint
 selection on the set they are scored on), energies on each run's own element references (``augkd evaluate``'s
-comparison: the trainer fits per-source references, and the bare network predicts E − Σ n_Z c_Z). Gap closed per seed against the baseline of the same seed; mean ± std
-over ``--seeds``. "Both gaps at once": the configuration with the largest min(gap E, gap F) (means over seeds).
+comparison: the trainer fits per-source references, and the bare network predicts E − Σ n_Z c_Z). Gap closed per
+seed against the baseline of the same seed; mean ± sample std over ``--seeds``. "Both gaps at once": the
+configuration with the largest min(gap E, gap F) (means over seeds).
 
 Prints the paper-style table (mean ± sample std), then ONE JSON line (also written to ``--out/results.json``;
 the table to ``--out/table.md``).
