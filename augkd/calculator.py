@@ -27,6 +27,7 @@ from ase.data import chemical_symbols
 
 from augkd.errors import AugkdError
 from augkd.models.potential import Potential, load_scripted, script
+from augkd.student.allocator import keep_freed_memory
 from augkd.student.export import load_student
 from augkd.student.neighbors import VerletList
 from augkd.threads import set_threads
@@ -72,6 +73,8 @@ class AugkdCalculator(Calculator):
 
         self.threads = set_threads(threads)
         self.device = torch.device(resolve_device(device))
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.student = load_student(path)
         self.path = self.student.path
         self.species = None if self.student.species is None else frozenset(int(z) for z in self.student.species)
