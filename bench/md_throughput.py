@@ -87,20 +87,22 @@ def student_file(name: str, folder: Path) -> Path:
 
 
 def calculator_factory(name: str, folder: Path):
-    """A function threads → an ASE calculator of ``name`` for that thread count (built once per count)."""
+    """A function (threads, system) → an ASE calculator of ``name``, built once per pair: one calculator per
+    simulation, as a user runs them (a calculator shared between systems would rebuild its neighbour list at every
+    switch, a cost real MD pays only when atoms have moved half a skin)."""
     from augkd.calculator import AugkdCalculator
     from augkd.teachers import load_teacher
 
     cache = {}
     path = student_file(name, folder) if name in STUDENTS else None
 
-    def make(threads: int):
-        if threads not in cache:
+    def make(threads: int, system: str):
+        if (threads, system) not in cache:
             if path is not None:
-                cache[threads] = AugkdCalculator(path, device="cpu", threads=threads)
+                cache[threads, system] = AugkdCalculator(path, device="cpu", threads=threads)
             else:
-                cache[threads] = load_teacher(name, device="cpu").calculator()
-        return cache[threads]
+                cache[threads, system] = load_teacher(name, device="cpu").calculator()
+        return cache[threads, system]
 
     return make
 
@@ -178,7 +180,7 @@ def main() -> None:
         def one_pass(model: str, system: str, count: int):
             def run() -> float:
                 torch.set_num_threads(count)
-                calculator = factories[model](count)
+                calculator = factories[model](count, system)
                 settings = MDSettings(ensemble="nvt", temperature_K=300, timestep_fs=1.0, steps=args.steps,
                                       interval=10**9, seed=0)
                 result = run_md(structures[system].copy(), calculator, settings)
