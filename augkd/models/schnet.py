@@ -71,14 +71,13 @@ class Interaction(nn.Module):
         return h + self.update(scatter_sum(messages, target, h.shape[0]) * self.message_norm)
 
 
-def hermite_lookup(table: torch.Tensor, dist: torch.Tensor, spacing: float) -> torch.Tensor:
-    """(E, F) values at ``dist`` of a function tabulated by ``hermite_table`` with node ``spacing``.
+def hermite_basis(dist: torch.Tensor, spacing: float, cells: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(rows (E, 4), basis (E, 4)): the table rows of each distance's cell and their cubic Hermite weights.
 
     Cubic Hermite in each cell (C¹, so −∇E forces are continuous); past the last node the last value (zero for
-    filters: the table ends at the cutoff) with zero slope. The four rows of each edge's cell are combined by one
-    weighted ``embedding_bag`` (no (E, 4, F) intermediate; measured 3× faster than a gather and a batched product).
+    filters: the table ends at the cutoff) with zero slope. Every table on the same grid shares them, so they are
+    computed once per structure, not once per interaction.
     """
-    cells = table.shape[0] // 4
     position = dist / spacing
     cell = position.detach().floor().clamp(0.0, float(cells - 1))
     t = (position - cell).clamp(max=1.0)
@@ -86,6 +85,15 @@ def hermite_lookup(table: torch.Tensor, dist: torch.Tensor, spacing: float) -> t
     t3 = t2 * t
     basis = torch.stack([2.0 * t3 - 3.0 * t2 + 1.0, t3 - 2.0 * t2 + t, 3.0 * t2 - 2.0 * t3, t3 - t2], dim=-1)
     rows = cell.long().unsqueeze(-1) * 4 + torch.arange(4, device=dist.device)
+    return rows, basis
+
+
+def hermite_lookup(table: torch.Tensor, rows: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """(E, F) values of a function tabulated by ``hermite_table``, at the distances of ``hermite_basis``.
+
+    The four rows of each edge's cell are combined by one weighted ``embedding_bag`` (no (E, 4, F) intermediate;
+    measured 3× faster than a gather and a batched product).
+    """
     return nn.functional.embedding_bag(rows, table, mode="sum", per_sample_weights=basis)
 
 
@@ -168,11 +176,14 @@ class SchNet(AtomisticModel):
         h = self.embedding(atomic_numbers)
         tabulated = self.filter_tables.numel() > 0
         rbf = edge_dist.new_zeros(0) if tabulated else self.rbf(edge_dist)
+        rows, basis = source.new_zeros(0), edge_dist.new_zeros(0)
+        if tabulated:
+            rows, basis = hermite_basis(edge_dist, self.table_spacing, self.filter_tables.shape[1] // 4)
         features: Dict[str, torch.Tensor] = {}
         block = 0
         for interaction in self.interactions:
             if tabulated:
-                weights = hermite_lookup(self.filter_tables[block], edge_dist, self.table_spacing)
+                weights = hermite_lookup(self.filter_tables[block], rows, basis)
             else:
                 weights = interaction.filters(rbf, edge_dist)
             block += 1

@@ -67,7 +67,9 @@ def test_scripted_tables_equal_the_eager_ones(one_thread):
     inputs = (torch.as_tensor(atoms.numbers), torch.as_tensor(atoms.positions, dtype=torch.float32),
               torch.as_tensor(edges.edge_index), torch.as_tensor(edges.shifts, dtype=torch.float32))
     scripted, eager = script(model)(*inputs), Potential(model)(*inputs)
-    torch.testing.assert_close(scripted, eager, rtol=1e-5, atol=1e-6)
+    # float32: the shared Hermite weights collect their gradient from every interaction, in an order that differs
+    # between the TorchScript and eager autograd graphs (~2e-6 eV/Å)
+    torch.testing.assert_close(scripted, eager, rtol=1e-5, atol=1e-5)
 
 
 def test_the_tables_stay_out_of_checkpoints():
