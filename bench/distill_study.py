@@ -22,7 +22,7 @@ Configurations (one run per student × seed; ``DIR/<student>_<setting>/``):
   a-dft               DFT-train only (the baseline of "gap closed")
   b-distill           teacher-made data only (synthetic d1M + rattled copies of DFT-train): pure distillation
   c-mix-a<α>-r<r>     DFT + (synthetic + rattle as one source 'synthetic') through the mixer: ``--alpha-target α
-                      --r-sdft r``, for every α in --alphas and r in --ratios
+                      --r-sdft r``, for every α:r pair of --mixes
   d-n2n-auto          c at (--kd-alpha, --kd-ratio) + n2n feature KD from the cached teacher node features, λ auto
   d-n2n-l<λ>          the same with the fixed λ of --fixed-lambda
   e-adv               DFT + adversarial jitter rows (against that student's own a-dft model), mixed by size
@@ -87,11 +87,11 @@ STUDENTS = {
 PROFILES = {
     "quick": {"seeds": "0", "steps": 300, "batch_size": 8, "lr": 2e-3, "ema_decay": 0.99, "scheduler": "constant",
               "d1m_systems": 4, "d1m_steps": 30, "d1m_max_atoms": 48, "rattle_copies": 2, "rattle_norm": 0.1,
-              "adv_norm": 0.1, "alphas": "0.5", "ratios": "1,0.3", "md_steps": 10, "md_repeats": 2, "jobs": 2},
+              "adv_norm": 0.1, "mixes": "0.5:1,0.5:0.3", "md_steps": 10, "md_repeats": 2, "jobs": 2},
     "full": {"seeds": "0,1,2", "steps": 3000, "batch_size": 8, "lr": 1e-3, "ema_decay": 0.999,
              "scheduler": "exponential", "d1m_systems": 40, "d1m_steps": 60, "d1m_max_atoms": 60,
-             "rattle_copies": 4, "rattle_norm": 0.1, "adv_norm": 0.1, "alphas": "0.25,0.5,0.75", "ratios": "1,0.3",
-             "md_steps": 50, "md_repeats": 3, "jobs": 2},
+             "rattle_copies": 4, "rattle_norm": 0.1, "adv_norm": 0.1,
+             "mixes": "0.25:1,0.5:1,0.75:1,0.25:0.3,0.5:0.3,0.75:0.3", "md_steps": 50, "md_repeats": 3, "jobs": 2},
 }
 METRICS = ("energy_mae", "force_mae", "force_cos", "efwt")
 
@@ -170,10 +170,9 @@ def settings(args) -> dict[str, dict]:
     """setting name → {description, kind, ...} (the part of a configuration that does not depend on the student)."""
     out = {"a-dft": {"kind": "a", "description": "DFT-train only"},
            "b-distill": {"kind": "b", "description": "teacher-made data only (synthetic d1M + rattled DFT-train)"}}
-    for alpha in args.alpha_list:
-        for r in args.ratio_list:
-            out[f"c-mix-a{alpha:g}-r{r:g}"] = {"kind": "c", "alpha": alpha, "r": r,
-                                                "description": f"DFT + teacher-made data, α_target {alpha:g}, r {r:g}"}
+    for alpha, r in args.mix_list:
+        out[f"c-mix-a{alpha:g}-r{r:g}"] = {"kind": "c", "alpha": alpha, "r": r,
+                                            "description": f"DFT + teacher-made data, α_target {alpha:g}, r {r:g}"}
     mix = {"alpha": args.kd_alpha, "r": args.kd_ratio}
     out["d-n2n-auto"] = {"kind": "d", **mix, "lambda": "auto",
                          "description": f"c (α {args.kd_alpha:g}, r {args.kd_ratio:g}) + n2n from cached teacher "
@@ -515,8 +514,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rattle-copies", type=int, help="rattled copies of every DFT-train row")
     parser.add_argument("--rattle-norm", type=float, help="Å every free atom moves in a rattled copy")
     parser.add_argument("--adv-norm", type=float, help="Å of the adversarial displacement")
-    parser.add_argument("--alphas", help="α_target values of c (comma list)")
-    parser.add_argument("--ratios", help="r_s/dft values of c (comma list)")
+    parser.add_argument("--mixes", help="(α_target, r_s/dft) pairs of c, comma list of α:r, e.g. 0.25:1,0.5:0.3")
     parser.add_argument("--kd-alpha", type=float, default=0.5, help="α_target of the d runs (default 0.5)")
     parser.add_argument("--kd-ratio", type=float, default=1.0, help="r_s/dft of the d runs (default 1)")
     parser.add_argument("--fixed-lambda", type=float, default=100.0,
@@ -529,8 +527,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.seed_list = [int(s) for s in str(args.seeds).split(",") if s != ""]
-    args.alpha_list = [float(a) for a in str(args.alphas).split(",") if a]
-    args.ratio_list = [float(r) for r in str(args.ratios).split(",") if r]
+    try:
+        args.mix_list = [tuple(float(x) for x in pair.split(":", 1)) for pair in str(args.mixes).split(",") if pair]
+    except ValueError:
+        parser.error(f"--mixes {args.mixes}: expected α:r pairs, e.g. 0.25:1,0.5:0.3")
+    if any(len(pair) != 2 for pair in args.mix_list):
+        parser.error(f"--mixes {args.mixes}: expected α:r pairs, e.g. 0.25:1,0.5:0.3")
     args.student_list = [s for s in args.students.split(",") if s]
     unknown = set(args.student_list) - set(STUDENTS)
     if unknown:

@@ -71,7 +71,7 @@ def test_distill_study_toy_pipeline(tmp_path):
     out = tmp_path / "study"
     command = [sys.executable, str(SCRIPT), "--quick", "--dft", str(dft), "--out", str(out), "--steps", "3",
                "--d1m-systems", "1", "--d1m-steps", "3", "--d1m-max-atoms", "80", "--md-steps", "2",
-               "--md-repeats", "1", "--jobs", "1", "--alphas", "0.5", "--ratios", "1"]
+               "--md-repeats", "1", "--jobs", "1", "--mixes", "0.5:1"]
     env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
