@@ -159,9 +159,9 @@ def table_rows(table: dict, teacher: dict, lambdas: dict) -> list[list[str]]:
 
 
 def print_table(rows: list[list[str]], columns: tuple = COLUMNS, first: int = 30, width: int = 17) -> None:
-    """The table as aligned text: the first column left-aligned, the rest right-aligned."""
+    """The table as aligned text: the first column left-aligned, the rest right-aligned (a wider cell keeps a space)."""
     def line(cells):
-        return "".join(f"{c:<{first}}" if i == 0 else f"{c:>{width}}" for i, c in enumerate(cells))
+        return "".join(f"{c:<{first}}" if i == 0 else f" {c:>{width - 1}}" for i, c in enumerate(cells))
 
     print("\n".join([line(columns), "-" * len(line(columns)), *map(line, rows)]))
 
