@@ -527,11 +527,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.seed_list = [int(s) for s in str(args.seeds).split(",") if s != ""]
+    def mix_pair(text: str) -> tuple[float, float]:
+        alpha, r = text.split(":")  # ValueError unless exactly one ':'
+        return float(alpha), float(r)
+
     try:
-        args.mix_list = [tuple(float(x) for x in pair.split(":", 1)) for pair in str(args.mixes).split(",") if pair]
+        args.mix_list = [mix_pair(pair) for pair in str(args.mixes).split(",") if pair]
     except ValueError:
-        parser.error(f"--mixes {args.mixes}: expected α:r pairs, e.g. 0.25:1,0.5:0.3")
-    if any(len(pair) != 2 for pair in args.mix_list):
         parser.error(f"--mixes {args.mixes}: expected α:r pairs, e.g. 0.25:1,0.5:0.3")
     args.student_list = [s for s in args.students.split(",") if s]
     unknown = set(args.student_list) - set(STUDENTS)

@@ -5,8 +5,6 @@ import sys
 
 import pytest
 
-from augkd.student.allocator import keep_freed_memory
-
 RSS_AFTER_FREE = """
 import sys, torch
 from augkd.student.allocator import keep_freed_memory
@@ -17,7 +15,7 @@ def rss_mb():
             return int(line.split()[1]) / 1024
 
 if sys.argv[1] == "keep":
-    assert keep_freed_memory()
+    assert keep_freed_memory() and keep_freed_memory()  # a second call finds it done
 before = rss_mb()
 block = torch.ones(50_000_000)  # 200 MB, every page touched
 del block
@@ -34,7 +32,3 @@ def rss_growth_after_free(mode: str) -> float:
 def test_freed_tensor_memory_stays_in_the_process_only_when_kept():
     assert rss_growth_after_free("default") < 50  # glibc unmapped the block when torch freed it
     assert rss_growth_after_free("keep") > 150  # kept in the heap for the next step to reuse
-
-
-def test_keep_freed_memory_is_idempotent():
-    assert keep_freed_memory() == keep_freed_memory()
