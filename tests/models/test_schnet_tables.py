@@ -1,5 +1,6 @@
-"""SchNet's tabulated filters (``prepare_for_inference``): the same energies and forces as the filter networks,
-forces still −∇E, nothing from pairs past the cutoff, TorchScript compiles them, and ``AugkdCalculator`` uses them."""
+"""SchNet's inference form (``prepare_for_inference``: tabulated filters, folded linear maps): the same energies and
+forces as the networks, forces still −∇E, nothing from pairs past the cutoff, TorchScript compiles it, and
+``AugkdCalculator`` uses it."""
 
 import copy
 
@@ -46,6 +47,19 @@ def test_tables_give_the_networks_energy_and_forces(overrides):
     assert np.abs(forces).max() > 1e-3  # the comparison is not between zeros
 
 
+def test_folding_the_linear_maps_changes_no_number():
+    """Without the residual stream (each block's last layer multiplied into the later readers of h), float64."""
+    model = tiny_model("schnet-tiny", num_interactions=3)
+    atoms = cu_adslab(np.random.default_rng(4))
+    energy, forces = evaluate(model, atoms)
+    folded = copy.deepcopy(model)
+    folded.fold_linear_maps()
+    folded_energy, folded_forces = evaluate(folded, atoms)
+    assert folded_energy == pytest.approx(energy, abs=1e-10)
+    np.testing.assert_allclose(folded_forces, forces, atol=1e-10)
+    assert np.abs(forces).max() > 1e-3
+
+
 def test_tabulated_forces_are_minus_the_energy_gradient():
     model = tabulated(tiny_model("schnet-tiny", **SHARP))
     assert_forces_are_minus_gradient(lambda atoms: evaluate(model, atoms), cu_adslab(np.random.default_rng(1)))
@@ -76,7 +90,9 @@ def test_the_tables_stay_out_of_checkpoints():
     model = tiny_model("schnet-tiny", dtype=torch.float32)
     weights = {key: value.clone() for key, value in model.state_dict().items()}
     model = tabulated(model)
-    assert "filter_tables" not in model.state_dict()
+    assert not {"filter_tables", "element_inputs"} & set(model.state_dict())
+    assert not any("folded" in key for key in model.state_dict())
     for key, value in model.state_dict().items():  # the float64 pass leaves every weight and dtype as it was
         assert value.dtype == weights[key].dtype and torch.equal(value, weights[key]), key
-    assert model.filter_tables.shape == (2, 4 * 20 * (model.settings.num_gaussians - 1), model.settings.num_filters)
+    nodes = 20 * (model.settings.num_gaussians - 1) + 1
+    assert model.filter_tables.shape == (2, 2 * nodes, model.settings.num_filters)
