@@ -13,9 +13,10 @@ radius 7 Å, one thread (ms per build; the machine was shared, so the figures ar
     fairchem v2 5.9   10.1   39.0   55.9   53.2  126.6
     ASE        31.8    202    392    164    574   1215
 
-matscipy, then ASE's, are used when vesin is not installed. Between builds, selecting the edges of a 1002-atom slab
-from its ~117k candidates (radius 7 Å) with a 50-neighbour limit takes ~7–9 ms per step (the limit itself, by
-``np.partition`` over a padded per-atom table: ~2 ms; by a full sort it took ~13 ms).
+matscipy, then ASE's, are used when vesin is not installed. Between builds, selecting the edges with a 50-neighbour
+limit takes ~0.21 ms per step on the 66-atom slab (6042 candidates within 7 Å) and 5–6.5 ms on the 1002-atom slab
+(~117k candidates), one thread: ~25 % less than with (E, 3) rows and the limit laid out again every step
+(0.28–0.30 and 5.7–7.4 ms, interleaved). The limit partitions a padded per-atom table (a full sort took ~13 ms).
 
 Convention (``augkd.models.interface``): an edge is (source j, target i) with vector ``pos[j] - pos[i] + shift``,
 ``shift = S @ cell`` for the integer image S.
@@ -96,21 +97,37 @@ def pair_list(
     return i[order], j[order], shift[order]
 
 
-def limit_neighbors(target: np.ndarray, squared: np.ndarray, num_atoms: int, max_neighbors: int) -> np.ndarray:
-    """Mask of the edges kept by fairchem's non-strict neighbour limit (see the module docstring).
+class NeighborLimit:
+    """fairchem's non-strict neighbour limit (see the module docstring) on a fixed candidate list, every step.
 
-    ``target`` must be grouped (each atom's edges contiguous, as ``pair_list`` sorts them); ``squared`` are the
-    squared distances in Å².
+    The candidates of each atom go to one row of a table padded with inf, laid out once per candidate list; each
+    step writes the squared distances into it and takes every row's (max_neighbors + 1)-th smallest by partition.
+    Candidates reach past the cutoff, and that changes nothing: an atom with more than max_neighbors pairs within the
+    cutoff has its (max_neighbors + 1)-th nearest among them, and an atom with fewer keeps all of them either way.
     """
-    counts = np.bincount(target, minlength=num_atoms)
-    if max_neighbors <= 0 or counts.max(initial=0) <= max_neighbors:
-        return np.ones(target.shape[0], dtype=bool)
-    # each atom's squared distances in one row, padded with inf; its (max_neighbors + 1)-th smallest by partition
-    starts = np.cumsum(counts) - counts
-    table = np.full((num_atoms, int(counts.max())), np.inf)
-    table[target, np.arange(target.shape[0]) - starts[target]] = squared
-    threshold = np.partition(table, max_neighbors, axis=1)[:, max_neighbors]
-    return squared <= threshold[target] + DEGENERACY_TOLERANCE
+
+    def __init__(self, target: np.ndarray, num_atoms: int, max_neighbors: int):
+        counts = np.bincount(target, minlength=num_atoms)
+        starts = np.cumsum(counts) - counts
+        self.max_neighbors = max_neighbors
+        self.target = target
+        self.table = np.full((num_atoms, int(counts.max(initial=0))), np.inf)
+        self.slots = (target, np.arange(target.shape[0]) - starts[target])
+
+    @classmethod
+    def binding(cls, target: np.ndarray, num_atoms: int, max_neighbors: int | None) -> "NeighborLimit | None":
+        """The limit for these candidates (``target`` grouped), or None when no atom has enough of them to reach it."""
+        if max_neighbors is None or max_neighbors <= 0:
+            return None
+        if np.bincount(target, minlength=num_atoms).max(initial=0) <= max_neighbors:
+            return None
+        return cls(target, num_atoms, max_neighbors)
+
+    def kept(self, squared: np.ndarray) -> np.ndarray:
+        """Mask of the candidates within the limit, from their squared distances (Å²)."""
+        self.table[self.slots] = squared
+        threshold = np.partition(self.table, self.max_neighbors, axis=1)[:, self.max_neighbors]
+        return squared <= threshold.take(self.target) + DEGENERACY_TOLERANCE
 
 
 class VerletList:
@@ -133,7 +150,9 @@ class VerletList:
         self.builds = 0  # how many times the candidate list was built
         self._key: tuple | None = None
         self._reference: np.ndarray | None = None
-        self._candidates: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # (i, j, shifts (E, 3), shifts (3, E)) of every pair within cutoff + skin at the last build
+        self._candidates: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._limit: NeighborLimit | None = None
 
     def needs_rebuild(self, atoms: Atoms) -> bool:
         key = (atoms.numbers.tobytes(), atoms.cell.array.tobytes(), atoms.pbc.tobytes())
@@ -147,21 +166,24 @@ class VerletList:
         cell = atoms.cell.array
         if self.needs_rebuild(atoms):
             i, j, image = pair_list(positions, cell, atoms.pbc, self.cutoff + self.skin, self.threads)
-            self._candidates = (i, j, image.astype(np.float64) @ cell)
+            shifts = image.astype(np.float64) @ cell
+            self._candidates = (i, j, shifts, np.ascontiguousarray(shifts.T))
+            self._limit = NeighborLimit.binding(i, len(atoms), self.max_neighbors)
             self._reference = positions.copy()
             self._key = (atoms.numbers.tobytes(), cell.tobytes(), atoms.pbc.tobytes())
             self.builds += 1
-        i, j, shifts = self._candidates
-        # take() with one index array per step: half the time of boolean masks on every array
-        vectors = positions.take(j, axis=0)
-        vectors -= positions.take(i, axis=0)
-        vectors += shifts
-        squared = np.einsum("ij,ij->i", vectors, vectors)
-        keep = np.flatnonzero((squared <= self.cutoff**2) & (squared > 0.0))
-        squared = squared.take(keep)
-        if self.max_neighbors is not None:
-            kept = limit_neighbors(i.take(keep), squared, len(atoms), self.max_neighbors)
-            if not kept.all():
-                keep, squared = keep[kept], squared[kept]
+        i, j, shifts, shifts_by_axis = self._candidates
+        # one row per axis (3, E): the gathers and the squared norm run ~2× and ~5× faster than on (E, 3) rows
+        by_axis = np.ascontiguousarray(positions.T)
+        vectors = by_axis.take(j, axis=1)
+        vectors -= by_axis.take(i, axis=1)
+        vectors += shifts_by_axis
+        squared = np.einsum("ij,ij->j", vectors, vectors)
+        if not squared.all():  # coinciding atoms are no neighbours (nor counted by the limit)
+            squared[squared == 0.0] = np.inf
+        within = squared <= self.cutoff**2
+        if self._limit is not None:
+            within &= self._limit.kept(squared)
+        keep = np.flatnonzero(within)
         return Edges(edge_index=np.stack([j.take(keep), i.take(keep)]), shifts=shifts.take(keep, axis=0),
-                     distances=np.sqrt(squared))
+                     distances=np.sqrt(squared.take(keep)))

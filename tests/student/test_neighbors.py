@@ -33,6 +33,24 @@ def test_edges_equal_the_models_own_graph(max_neighbors, seed):
     np.testing.assert_allclose(edges.distances, np.linalg.norm(vectors, axis=1))
 
 
+@pytest.mark.parametrize("max_neighbors", [50, 12])
+def test_a_reused_list_limits_neighbours_as_a_fresh_one(max_neighbors):
+    """Between builds the limit ranks candidates out to cutoff + skin: the same edges as a list built every call."""
+    atoms = slab((3, 3, 4), seed=3, adsorbate="O")
+    reused = VerletList(6.0, skin=1.0, max_neighbors=max_neighbors)
+    fresh = VerletList(6.0, skin=0.0, max_neighbors=max_neighbors)
+    rng = np.random.default_rng(3)
+    start = atoms.positions.copy()
+    reused.edges(atoms)
+    for _ in range(5):
+        atoms.positions = start + rng.uniform(-0.28, 0.28, size=start.shape)  # < skin/2 (0.5 Å) from the build
+        ours, theirs = reused.edges(atoms), fresh.edges(atoms)
+        np.testing.assert_array_equal(ours.edge_index, theirs.edge_index)
+        np.testing.assert_array_equal(ours.shifts, theirs.shifts)
+        np.testing.assert_allclose(ours.distances, theirs.distances, rtol=1e-14)
+    assert reused.builds == 1 and fresh.builds == 5
+
+
 def test_molecule_without_cell_and_rebuild_triggers():
     from ase.build import molecule
 
