@@ -106,12 +106,11 @@ class NeighborLimit:
     cutoff has its (max_neighbors + 1)-th nearest among them, and an atom with fewer keeps all of them either way.
     """
 
-    def __init__(self, target: np.ndarray, num_atoms: int, max_neighbors: int):
-        counts = np.bincount(target, minlength=num_atoms)
+    def __init__(self, target: np.ndarray, counts: np.ndarray, max_neighbors: int):
         starts = np.cumsum(counts) - counts
         self.max_neighbors = max_neighbors
         self.target = target
-        self.table = np.full((num_atoms, int(counts.max(initial=0))), np.inf)
+        self.table = np.full((counts.shape[0], int(counts.max(initial=0))), np.inf)
         self.slots = (target, np.arange(target.shape[0]) - starts[target])
 
     @classmethod
@@ -119,9 +118,8 @@ class NeighborLimit:
         """The limit for these candidates (``target`` grouped), or None when no atom has enough of them to reach it."""
         if max_neighbors is None or max_neighbors <= 0:
             return None
-        if np.bincount(target, minlength=num_atoms).max(initial=0) <= max_neighbors:
-            return None
-        return cls(target, num_atoms, max_neighbors)
+        counts = np.bincount(target, minlength=num_atoms)
+        return cls(target, counts, max_neighbors) if counts.max(initial=0) > max_neighbors else None
 
     def kept(self, squared: np.ndarray) -> np.ndarray:
         """Mask of the candidates within the limit, from their squared distances (Å²)."""
